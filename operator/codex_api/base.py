@@ -1,0 +1,133 @@
+"""The base every API type derives from, and the one mechanism for cross-field rules.
+
+A :class:`Rule` is written once and used twice: its CEL expression becomes an
+``x-kubernetes-validations`` entry in the generated CRD, so the apiserver rejects
+the object, and its Python ``check`` runs in the pydantic validator, so the
+operator and the trainer reject the same object with the same message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "codex.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule: CEL for the apiserver, ``check`` for Python, one message for both.
+
+    ``field`` names the sub-field the error points at (CEL ``fieldPath``), relative to the
+    object the rule sits on; the message names the field from the user's point of view.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str | None = None
+    # A transition rule compares with the stored object: CEL ``oldSelf``, Python ``check(new, old)``.
+    # The pydantic validator skips it; :func:`check_transition` runs it on updates.
+    transition: bool = False
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
+
+    def to_crd(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"rule": self.cel, "message": self.message}
+        if self.field:
+            entry["fieldPath"] = "." + self.field
+        entry.update(self.extra)
+        return entry
+
+
+def _add_rules(schema: dict[str, Any], cls: type) -> None:
+    rules: tuple[Rule, ...] = getattr(cls, "__rules__", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.to_crd() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_add_rules,
+        validate_default=True,
+    )
+
+    __rules__: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "ApiModel":
+        for rule in type(self).__rules__:
+            if not rule.transition and not rule.check(self):
+                raise ValueError(rule.message)
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as a user would write it: camelCase, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def check_transition(new: ApiModel, old: ApiModel) -> list[str]:
+    """Messages of the transition rules on ``type(new)`` that the change from ``old`` breaks."""
+    return [rule.message for rule in type(new).__rules__ if rule.transition and not rule.check(new, old)]
+
+
+def exactly_one(obj: BaseModel, *names: str) -> bool:
+    return sum(getattr(obj, name) is not None for name in names) == 1
+
+
+def at_most_one(obj: BaseModel, *names: str) -> bool:
+    return sum(getattr(obj, name) is not None for name in names) <= 1
+
+
+def cel_exactly_one(*wire_names: str) -> str:
+    return " + ".join(f"(has(self.{n}) ? 1 : 0)" for n in wire_names) + " == 1"
+
+
+def cel_at_most_one(*wire_names: str) -> str:
+    return " + ".join(f"(has(self.{n}) ? 1 : 0)" for n in wire_names) + " <= 1"
+
+
+class SpecError(ValueError):
+    """A user mistake in a spec; ``str()`` is one line per problem, each naming the field path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, root: str) -> "SpecError":
+        return format_validation_error(error, root)
+
+
+def _loc_to_path(root: str, loc: tuple[Any, ...]) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "literal[")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(root)"
+
+
+def format_validation_error(error: ValidationError, root: str = "spec") -> SpecError:
+    """Turn a pydantic error into messages that each start with the field path (``spec.lora.r: ...``)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        problems.append(f"{_loc_to_path(root, item['loc'])}: {message}")
+    return SpecError(problems)

