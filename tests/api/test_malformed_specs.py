@@ -1,0 +1,151 @@
+"""Malformed specs are refused by the models with a message naming the field path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from codex_api import CodexModel, CodexTrainingRun, SpecError, check_transition, parse, parse_spec
+from codex_api.training_run import CodexTrainingRunSpec
+
+GOOD_RUN = {
+    "apiVersion": "codex.dev/v1alpha1",
+    "kind": "CodexTrainingRun",
+    "metadata": {"name": "r1"},
+    "spec": {
+        "baseModel": {"embedded": "tiny-llama"},
+        "dataset": {"source": {"configMap": {"name": "data", "key": "train.jsonl"}}},
+        "output": {"pvc": {"claimName": "artifacts", "path": "/r1"}},
+    },
+}
+GOOD_MODEL = {
+    "apiVersion": "codex.dev/v1alpha1",
+    "kind": "CodexModel",
+    "metadata": {"name": "m1"},
+    "spec": {"baseModel": {"embedded": "tiny-llama"}, "adapter": {"pvc": {"claimName": "artifacts", "path": "/r1"}}},
+}
+
+
+def _with(base: dict, path: str, value) -> dict:
+    obj = copy.deepcopy(base)
+    node = obj
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return obj
+
+
+_DELETE = object()
+
+RUN_CASES = [
+    ("missing-base-model", "spec.baseModel", _DELETE, "spec.baseModel: Field required"),
+    ("two-dataset-sources", "spec.dataset.source.url", "https://example.com/d.jsonl",
+     "spec.dataset.source: exactly one of hub, pvc, url or configMap must be set"),
+    ("no-dataset-source", "spec.dataset.source", {}, "spec.dataset.source: exactly one of"),
+    ("negative-learning-rate", "spec.training", {"learningRate": -0.001}, "spec.training.learningRate: Input should be greater than 0"),
+    ("threshold-above-one", "spec.evaluation", {"thresholds": {"logicOk": 1.5}},
+     "spec.evaluation.thresholds.logicOk: Input should be less than or equal to 1"),
+    ("lora-rank-zero", "spec.lora", {"r": 0}, "spec.lora.r: Input should be greater than or equal to 1"),
+    ("unknown-precision", "spec.training", {"precision": "fp8"}, "spec.training.precision: Input should be 'bf16', 'fp16' or 'fp32'"),
+    ("inline-hub-token", "spec.output.hub", {"repoId": "org/m", "token": "hf_secret", "tokenSecretRef": {"name": "t"}},
+     "spec.output.hub: token: credentials are never given inline"),
+    ("hub-without-secret-ref", "spec.output.hub", {"repoId": "org/m"}, "spec.output.hub.tokenSecretRef: Field required"),
+    ("validation-split-too-big", "spec.dataset.validationSplit", 0.7,
+     "spec.dataset.validationSplit: Input should be less than 0.5"),
+    ("validation-split-zero", "spec.dataset.validationSplit", 0, "spec.dataset.validationSplit: Input should be greater than 0"),
+    ("dpo-with-sft-data", "spec.method", "dpo", "spec: method dpo needs dataset.format preference"),
+    ("unknown-field", "spec.lora", {"rank": 8}, "spec.lora.rank: Extra inputs are not permitted"),
+    ("two-base-models", "spec.baseModel", {"embedded": "tiny-llama", "hub": "org/model"},
+     "spec.baseModel: exactly one of hub, pvc or embedded must be set"),
+    ("revision-without-hub", "spec.baseModel", {"embedded": "tiny-llama", "revision": "v1"},
+     "spec.baseModel: revision applies only to a hub model"),
+    ("unknown-embedded-model", "spec.baseModel", {"embedded": "gpt-5"}, "spec.baseModel.embedded: Input should be"),
+    ("k-above-samples", "spec.evaluation", {"samplesPerTask": 2, "k": [1, 5]},
+     "spec.evaluation: every k must be at most samplesPerTask"),
+    ("no-output", "spec.output", {}, "spec.output: set hub, pvc or both"),
+    ("checkpoint-claim-and-size", "spec.checkpointing", {"claimName": "c", "size": "1Gi"},
+     "spec.checkpointing: set claimName (an existing PVC) or size"),
+    ("bad-quantity", "spec.resources", {"memory": "lots"}, "spec.resources.memory: String should match pattern"),
+    ("http-url", "spec.dataset.source", {"url": "http://example.com/d.jsonl"}, "spec.dataset.source.url: String should match"),
+    ("warmup-both", "spec.training", {"warmupRatio": 0.1, "warmupSteps": 10}, "spec.training: set warmupRatio or warmupSteps, not both"),
+    ("zero-batch", "spec.training", {"perDeviceBatchSize": 0}, "spec.training.perDeviceBatchSize: Input should be greater than or equal to 1"),
+    ("bad-toleration", "spec.resources", {"tolerations": [{"operator": "Maybe"}]},
+     "spec.resources.tolerations[0].operator: Input should be 'Exists' or 'Equal'"),
+    ("relative-pvc-path", "spec.output.pvc", {"claimName": "a", "path": "relative/dir"}, "spec.output.pvc.path: String should match"),
+]
+
+MODEL_CASES = [
+    ("two-adapter-sources", "spec.adapter", {"hub": {"repoId": "o/a"}, "pvc": {"claimName": "x"}},
+     "spec.adapter: exactly one of hub, pvc or fromTrainingRun must be set"),
+    ("min-above-max", "spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "spec.autoscaling: minReplicas must not exceed maxReplicas"),
+    ("inline-api-key", "spec.server", {"apiKey": "sk-123"}, "spec.server: apiKey: credentials are never given inline"),
+    ("no-base-model-for-pvc", "spec.baseModel", _DELETE, "spec: baseModel is required unless adapter.fromTrainingRun"),
+    ("vllm-embedded", "spec.runtime", "vllm", "spec: the vllm runtime cannot load an embedded model"),
+    ("from-run-name-and-selector", "spec.adapter", {"fromTrainingRun": {"name": "a", "selector": {"x": "y"}}},
+     "spec.adapter.fromTrainingRun: exactly one of name or selector must be set"),
+    ("bad-service-type", "spec.service", {"type": "Ingress"}, "spec.service.type: Input should be"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES])
+def test_malformed_run_is_refused_naming_the_field(path, value, message):
+    with pytest.raises(SpecError) as info:
+        parse(CodexTrainingRun, _with(GOOD_RUN, path, value))
+    assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [c[1:] for c in MODEL_CASES], ids=[c[0] for c in MODEL_CASES])
+def test_malformed_model_is_refused_naming_the_field(path, value, message):
+    with pytest.raises(SpecError) as info:
+        parse(CodexModel, _with(GOOD_MODEL, path, value))
+    assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
+
+
+def test_good_objects_parse_with_documented_defaults():
+    run = parse(CodexTrainingRun, GOOD_RUN)
+    assert run.spec.method == "sft"
+    assert run.spec.lora.r == 16 and run.spec.lora.target_modules == ["all-linear"]
+    assert run.spec.training.precision == "bf16"
+    assert run.spec.dataset.validation_split == 0.1
+    assert run.spec.evaluation.thresholds.to_wire() == {"syntaxOk": 0.8, "logicOk": 0.8, "securityOk": 0.9, "perfOk": 0.6}
+    model = parse(CodexModel, GOOD_MODEL)
+    assert model.spec.server.mask_secrets is True and model.spec.runtime == "builtin"
+
+
+def test_parse_spec_prefixes_spec():
+    with pytest.raises(SpecError) as info:
+        parse_spec(CodexTrainingRunSpec, {**GOOD_RUN["spec"], "lora": {"r": 0}})
+    assert info.value.problems == ["spec.lora.r: Input should be greater than or equal to 1"]
+
+
+@pytest.mark.parametrize("field", ["baseModel", "dataset", "method", "lora", "training"])
+def test_training_fields_are_immutable(field):
+    old = parse(CodexTrainingRun, GOOD_RUN).spec
+    changes = {
+        "baseModel": {"embedded": "smollm2-135m-instruct"},
+        "dataset": {"source": {"configMap": {"name": "data", "key": "other.jsonl"}}},
+        "method": "dpo",
+        "lora": {"r": 4},
+        "training": {"learningRate": 0.1},
+    }
+    new_spec = {**GOOD_RUN["spec"], field: changes[field]}
+    if field == "method":
+        new_spec["dataset"] = {"source": GOOD_RUN["spec"]["dataset"]["source"], "format": "preference"}
+    new = parse_spec(CodexTrainingRunSpec, new_spec)
+    messages = check_transition(new, old)
+    assert f"spec.{field} is immutable once the run has started; create a new run instead" in messages
+
+
+def test_other_fields_may_change():
+    old = parse(CodexTrainingRun, GOOD_RUN).spec
+    new = parse_spec(CodexTrainingRunSpec, {**GOOD_RUN["spec"], "job": {"backoffLimit": 7}, "resources": {"cpu": "4"}})
+    assert check_transition(new, old) == []
+
+
+def test_at_least_fifteen_malformed_cases():
+    assert len(RUN_CASES) + len(MODEL_CASES) >= 15
