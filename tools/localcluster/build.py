@@ -157,7 +157,8 @@ def build(force: bool = False) -> Path:
         for name in ("helm",):
             if name in todo:
                 env = _go_env() | {"GOBIN": str(staging), "GOFLAGS": ""}
-                _run(["go", "install", "-trimpath", "-ldflags", "-s -w", GO_INSTALLED[name]], cwd=Path("/"), env=env)
+                ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}"
+                _run(["go", "install", "-trimpath", "-ldflags", ldflags, GO_INSTALLED[name]], cwd=Path("/"), env=env)
         for produced in staging.iterdir():
             os.replace(produced, target / produced.name)
         staging.rmdir()
