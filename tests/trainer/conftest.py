@@ -1,0 +1,24 @@
+"""Fixtures for the trainer tests: a tiny Llama and its byte-level BPE tokenizer, built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codex_api.common import ModelSource
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models directory holding tiny-llama, trained from its seed in this session (~3 s)."""
+    from codex_trainer.embedded import TINY_LLAMA, embedded_model_dir
+
+    directory = tmp_path_factory.mktemp("models")
+    embedded_model_dir(TINY_LLAMA, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_source() -> ModelSource:
+    return ModelSource(embedded="tiny-llama")

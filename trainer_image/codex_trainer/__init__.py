@@ -1,0 +1,1 @@
+"""codex-train: fine-tune, evaluate and publish one CodexTrainingRun (see recipe.Recipe)."""
