@@ -51,5 +51,9 @@ cluster-up: $(STAMP)
 cluster-down: $(STAMP)
 	$(PY) -m localcluster down
 
+# Needs Docker and kind (not available on the CI machines); see tools/e2e_kind.sh.
+e2e-kind:
+	tools/e2e_kind.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache
