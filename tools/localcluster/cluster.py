@@ -1,0 +1,280 @@
+"""LocalCluster: start, use and stop one embedded control plane plus its node agent.
+
+    cluster = LocalCluster(workdir, nodes=[NodeSpec("gpu-node", capacity={"nvidia.com/gpu": "2"})])
+    cluster.up()
+    cluster.kubectl("get", "nodes")
+    cluster.down()
+
+``up`` returns once the apiserver is ready, the scheduler and the controller
+manager answer their health checks, every Node is Ready and the ``default``
+ServiceAccount exists. Every daemon is detached (its own session) and recorded
+in ``state.json``; ``down`` stops them by those records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import build, controlplane, layout, pki as pki_module, procs
+
+TOOLS_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer")
+DEFAULT_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+# Stop order: the agent first (it stops the pods' processes), etcd last.
+_STOP_ORDER = ("agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+_GENERATED = ("state.json", "kubeconfig", "pki", "etcd", "logs", "agent", "apiserver-certs")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One Node the agent registers: its name, labels and capacity (allocatable equals capacity)."""
+
+    name: str = "local-node"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    capacity: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CAPACITY))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "labels": dict(self.labels), "capacity": {**DEFAULT_CAPACITY, **self.capacity}}
+
+
+def default_workdir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and os.access(runtime, os.W_OK) else Path("/tmp")
+    return base / f"codex-localcluster-{os.getuid()}"
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path | str | None = None, nodes: Sequence[NodeSpec] = (NodeSpec(),),
+                 runnable_image_prefixes: Sequence[str] = DEFAULT_RUNNABLE,
+                 skip_image_prefixes: Sequence[str] = (), host_env: Sequence[str] = ()):
+        self.workdir = Path(workdir or default_workdir()).resolve()
+        self.nodes = tuple(nodes)
+        self.runnable_image_prefixes = tuple(runnable_image_prefixes)
+        self.skip_image_prefixes = tuple(skip_image_prefixes)
+        # Host environment variables copied into every container (e.g. HF_HOME for a shared model cache).
+        self.host_env = tuple(host_env)
+        self.state: dict = {}
+
+    # ----- paths and state -------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.workdir / "agent"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.state['ports']['apiserver']}"
+
+    @property
+    def pki(self) -> pki_module.Pki:
+        return pki_module.Pki(self.workdir / "pki")
+
+    @classmethod
+    def attach(cls, workdir: Path | str | None = None) -> "LocalCluster":
+        """A handle on a cluster that an earlier ``up`` (maybe in another process) started."""
+        cluster = cls(workdir)
+        if not cluster.state_file.exists():
+            raise FileNotFoundError(f"no cluster state in {cluster.workdir} (run `python -m localcluster up`)")
+        cluster.state = json.loads(cluster.state_file.read_text())
+        cluster.nodes = tuple(NodeSpec(**n) for n in cluster.state.get("nodes", []))
+        return cluster
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        os.replace(tmp, self.state_file)
+
+    def _records(self) -> list[procs.ProcessRecord]:
+        return [procs.ProcessRecord(**r) for r in self.state.get("processes", [])]
+
+    def is_running(self) -> bool:
+        return any(procs.is_alive(r) for r in self._records())
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    # ----- lifecycle --------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> "LocalCluster":
+        if self.state_file.exists() and LocalCluster.attach(self.workdir).is_running():
+            raise RuntimeError(f"a cluster is already running in {self.workdir}: run `down` first")
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in _GENERATED:  # never wipe the whole workdir: it may be a directory the user chose
+            path = self.workdir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        bin_dir = build.build()
+        ports = controlplane.Ports.pick()
+        pki = pki_module.create(self.workdir / "pki")
+        controlplane.write_kubeconfig(self.kubeconfig, f"https://127.0.0.1:{ports.apiserver}", pki.ca_crt,
+                                      pki.admin_token)
+        self.state = {
+            "ports": asdict(ports), "bin_dir": str(bin_dir), "processes": [],
+            # One 127.X.0.0/16 block per cluster for pod IPs: two clusters side by side rarely share X.
+            "pod_ip_prefix": f"127.{random.randint(16, 250)}",
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+        self._save()
+        try:
+            self._start_all(bin_dir, ports, pki, timeout)
+        except BaseException:
+            self.down()
+            raise
+        self.state["up_seconds"] = round(time.monotonic() - started, 1)
+        self._save()
+        return self
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> procs.ProcessRecord:
+        record, _ = procs.spawn(name, argv, self.workdir / "logs" / f"{name}.log", env=env)
+        self.state["processes"].append(record.to_dict())
+        self._save()
+        return record
+
+    def _exited(self, record: procs.ProcessRecord):
+        def check() -> str | None:
+            if procs.is_alive(record):
+                return None
+            tail = Path(record.log).read_text(errors="replace")[-3000:]
+            return f"{record.name} exited; last log lines:\n{tail}"
+        return check
+
+    def _start_all(self, bin_dir: Path, ports: controlplane.Ports, pki: pki_module.Pki, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        remaining = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
+        etcd = self._spawn("etcd", controlplane.etcd_args(bin_dir / "etcd", self.workdir / "etcd", ports))
+        controlplane.wait_until("etcd health", lambda: controlplane.http_ok(
+            f"http://127.0.0.1:{ports.etcd_client}/health")[0], remaining(), self._exited(etcd))
+        apiserver = self._spawn("kube-apiserver", controlplane.apiserver_args(
+            bin_dir / "kube-apiserver", pki, ports, self.workdir / "apiserver-certs"))
+        controlplane.wait_until("kube-apiserver /readyz", lambda: controlplane.http_ok(
+            f"{self.server}/readyz", pki.ca_crt, pki.admin_token)[0], remaining(), self._exited(apiserver))
+        kcm = self._spawn("kube-controller-manager", controlplane.controller_manager_args(
+            bin_dir / "kube-controller-manager", pki, ports, self.kubeconfig))
+        scheduler = self._spawn("kube-scheduler", controlplane.scheduler_args(
+            bin_dir / "kube-scheduler", ports, self.kubeconfig))
+        agent = self._spawn("agent", self._agent_argv(ports), env=self._agent_env())
+        for record, port in ((kcm, ports.controller_manager), (scheduler, ports.scheduler)):
+            controlplane.wait_until(f"{record.name} /healthz", lambda p=port: controlplane.http_ok(
+                f"https://127.0.0.1:{p}/healthz")[0], remaining(), self._exited(record))
+        controlplane.wait_until("every node Ready", self._nodes_ready, remaining(), self._exited(agent))
+        controlplane.wait_until("ServiceAccount default/default", lambda: self._api_get(
+            "/api/v1/namespaces/default/serviceaccounts/default") is not None, remaining(), self._exited(kcm))
+
+    def _agent_argv(self, ports: controlplane.Ports) -> list[str]:
+        self.agent_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "nodes": self.state["nodes"],
+            "runnable_image_prefixes": list(self.runnable_image_prefixes),
+            "skip_image_prefixes": list(self.skip_image_prefixes),
+            "host_env": {name: os.environ[name] for name in self.host_env if name in os.environ},
+            "pod_ip_prefix": self.state["pod_ip_prefix"],
+            "apiserver_port": ports.apiserver,
+            "kubelet_port": ports.kubelet,
+            "ca_file": str(self.pki.ca_crt),
+            "kubelet_cert": str(self.pki.kubelet_crt),
+            "kubelet_key": str(self.pki.kubelet_key),
+        }
+        (self.agent_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return [sys.executable, "-m", "localcluster.agent", "--kubeconfig", str(self.kubeconfig),
+                "--state-dir", str(self.agent_dir), "--config", str(self.agent_dir / "config.json")]
+
+    def _agent_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOOLS_DIR), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _api_get(self, path: str) -> dict | None:
+        ok, body = controlplane.http_ok(self.server + path, self.pki.ca_crt, self.pki.admin_token)
+        return json.loads(body) if ok else None
+
+    def _nodes_ready(self) -> bool:
+        listed = self._api_get("/api/v1/nodes") or {"items": []}
+        ready = {n["metadata"]["name"] for n in listed["items"]
+                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+                 and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n.get("spec", {}).get("taints", []))}
+        return {n["name"] for n in self.state["nodes"]} <= ready
+
+    def down(self) -> None:
+        """Stop every recorded process (SIGTERM, then SIGKILL) and sweep leftover container processes."""
+        if not self.state and self.state_file.exists():
+            self.state = json.loads(self.state_file.read_text())
+        records = self._records()
+        for name in _STOP_ORDER:
+            for record in (r for r in records if r.name == name):
+                procs.stop(record, grace=20.0 if name == "agent" else 10.0)
+        for record in records:  # anything not in the stop order
+            procs.stop(record)
+        for leftover in sorted((self.agent_dir / "running").glob("*.json")):
+            try:
+                procs.stop(procs.ProcessRecord(**json.loads(leftover.read_text())), grace=2.0)
+            except (OSError, ValueError, TypeError):
+                pass
+            leftover.unlink(missing_ok=True)
+        if self.state:
+            self.state["processes"] = []
+            self._save()
+
+    # ----- using the cluster ------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """Run the built kubectl against this cluster; ``check`` raises with kubectl's stderr on failure."""
+        kubectl = Path(self.state.get("bin_dir") or build.bin_dir()) / "kubectl"
+        proc = subprocess.run([str(kubectl), f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, **self.env()})
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", "-o", "json", *args).stdout)
+
+    def pod_logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
+        return layout.read_logs(self.agent_dir, namespace, pod, container, previous)
+
+    def service_url(self, namespace: str, service: str, port: int | str) -> str:
+        """``http://<ready endpoint ip>:<targetPort>`` for a Service port, read from its EndpointSlices.
+
+        Pods are local processes on loopback addresses and there is no kube-proxy, so this is how a
+        client on the host reaches a Service (like ``minikube service --url``).
+        """
+        svc = self.get_json("service", service, "-n", namespace)
+        ports = svc["spec"].get("ports", [])
+        wanted = next((p for p in ports if p.get("port") == port or p.get("name") == port), None)
+        if wanted is None:
+            raise LookupError(f"service {namespace}/{service} has no port {port!r}")
+        slices = self.get_json("endpointslices.discovery.k8s.io", "-n", namespace,
+                               "-l", f"kubernetes.io/service-name={service}")["items"]
+        for endpoint_slice in slices:
+            slice_port = next((p for p in endpoint_slice.get("ports") or []
+                               if p.get("name", "") == wanted.get("name", "")), None)
+            if slice_port is None:
+                continue
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                if endpoint.get("conditions", {}).get("ready") and endpoint.get("addresses"):
+                    return f"http://{endpoint['addresses'][0]}:{slice_port['port']}"
+        raise LookupError(f"service {namespace}/{service} port {port!r} has no ready endpoint")
+
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None,
+                         timeout: float = 30.0) -> str:
+        """Create a namespace and wait for its ``default`` ServiceAccount (pods are refused before it exists)."""
+        manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}}
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        controlplane.wait_until(f"ServiceAccount {name}/default", lambda: self._api_get(
+            f"/api/v1/namespaces/{name}/serviceaccounts/default") is not None, timeout)
+        return name
