@@ -101,7 +101,7 @@ class Autoscaling(ApiModel):
 
     __rules__ = (
         Rule(
-            cel="self.minReplicas <= self.maxReplicas",
+            cel="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
             message="minReplicas must not exceed maxReplicas",
             check=lambda m: m.min_replicas <= m.max_replicas,
             field="minReplicas",
@@ -158,7 +158,7 @@ class CodexModelSpec(ApiModel):
             field="baseModel",
         ),
         Rule(
-            cel="self.runtime != 'vllm' || !has(self.baseModel) || !has(self.baseModel.embedded)",
+            cel="!has(self.runtime) || self.runtime != 'vllm' || !has(self.baseModel) || !has(self.baseModel.embedded)",
             message="the vllm runtime cannot load an embedded model; use hub or pvc",
             check=lambda m: m.runtime != "vllm" or m.base_model is None or m.base_model.embedded is None,
             field="runtime",

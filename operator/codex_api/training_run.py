@@ -28,6 +28,8 @@ PLURAL = "codextrainingruns"
 DatasetFormat = Literal["prompt-completion", "chat", "preference", "text"]
 Phase = Literal["Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"]
 GATE_NAMES = ("syntaxOk", "logicOk", "securityOk", "perfOk")
+# The CRD carries no defaults, so CEL rules that read an optional field fall back to this one explicitly.
+DEFAULT_SAMPLES_PER_TASK = 5
 
 
 class Dataset(ApiModel):
@@ -202,7 +204,8 @@ class Evaluation(ApiModel):
 
     __rules__ = (
         Rule(
-            cel="self.k.all(k, k <= self.samplesPerTask)",
+            cel="!has(self.k) || self.k.all(k, k <= (has(self.samplesPerTask) ? self.samplesPerTask : "
+            f"{DEFAULT_SAMPLES_PER_TASK}))",
             message="every k must be at most samplesPerTask",
             check=lambda m: all(k <= m.samples_per_task for k in m.k),
             field="k",
@@ -213,7 +216,10 @@ class Evaluation(ApiModel):
         None, description="tasks are HumanEval-format records {task_id, prompt, test, entry_point}. Unset skips "
         "pass@k and the code gates; loss and perplexity are still computed.",
     )
-    samples_per_task: int = Field(5, description="samplesPerTask is n in pass@k. Defaults to 5.", ge=1, le=200)
+    samples_per_task: int = Field(
+        DEFAULT_SAMPLES_PER_TASK, description=f"samplesPerTask is n in pass@k. Defaults to {DEFAULT_SAMPLES_PER_TASK}.",
+        ge=1, le=200,
+    )
     k: list[int] = Field(
         default_factory=lambda: [1], description="k lists the k values reported as pass@k. Defaults to [1].",
         min_length=1, max_length=8,
@@ -313,7 +319,8 @@ class CodexTrainingRunSpec(ApiModel):
         )
     ) + (
         Rule(
-            cel="(self.method == 'dpo') == (self.dataset.format == 'preference')",
+            cel="(has(self.method) && self.method == 'dpo') == "
+            "(has(self.dataset.format) && self.dataset.format == 'preference')",
             message="method dpo needs dataset.format preference, and preference data needs method dpo",
             check=lambda m: (m.method == "dpo") == (m.dataset.format == "preference"),
             field="method",
