@@ -1,0 +1,51 @@
+"""The Service and HorizontalPodAutoscaler in front of a CodexModel's Deployment."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from codex_api import CodexModel
+
+from .. import names
+from .common import metadata
+
+
+def endpoint(model: CodexModel) -> str:
+    """The in-cluster base URL of the OpenAI-compatible API."""
+    service = names.server_name(model.metadata.name)
+    return f"http://{service}.{model.metadata.namespace}.svc:{model.spec.service.port}/v1"
+
+
+def build_service(model: CodexModel) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(names.server_name(model.metadata.name), model.metadata.namespace,
+                             names.model_labels(model.metadata.name)),
+        "spec": {
+            "type": model.spec.service.type,
+            "selector": names.model_selector(model.metadata.name),
+            "ports": [{"name": "http", "port": model.spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(model: CodexModel) -> Optional[dict[str, Any]]:
+    """None unless spec.autoscaling is set."""
+    autoscaling = model.spec.autoscaling
+    if autoscaling is None:
+        return None
+    name = names.server_name(model.metadata.name)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(name, model.metadata.namespace, names.model_labels(model.metadata.name)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": autoscaling.target_cpu_utilization},
+            }}],
+        },
+    }

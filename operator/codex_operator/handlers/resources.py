@@ -1,0 +1,13 @@
+"""The resources the handlers are registered for (group, version, plural)."""
+
+from codex_api import API_GROUP, API_VERSION
+from codex_api.model import PLURAL as MODEL_PLURAL
+from codex_api.training_run import PLURAL as RUN_PLURAL
+
+RUNS = (API_GROUP, API_VERSION, RUN_PLURAL)
+MODELS = (API_GROUP, API_VERSION, MODEL_PLURAL)
+JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
+DEPLOYMENTS = ("apps", "v1", "deployments")
+SERVICES = ("", "v1", "services")
+HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")

@@ -1,0 +1,164 @@
+"""A thin asyncio wrapper around the official kubernetes client.
+
+The client is synchronous, so every request runs in a thread pool (never on kopf's event
+loop). Bodies are plain dicts in and out: requests go through ``ApiClient.call_api`` with
+JSON, skipping the generated model classes, which keeps a request cheap on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+import kubernetes
+from kubernetes.client import ApiClient
+
+from . import metrics
+
+logger = logging.getLogger(__name__)
+
+# (apiVersion, kind) -> plural, for every kind the operator reads or writes.
+PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Event"): "events",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Pod"): "pods",
+    ("v1", "Service"): "services",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("batch/v1", "Job"): "jobs",
+    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
+    ("codex.dev/v1alpha1", "CodexTrainingRun"): "codextrainingruns",
+    ("codex.dev/v1alpha1", "CodexModel"): "codexmodels",
+}
+MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT = (5, 30)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str = ""):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{status} {reason}: {message}".strip(": "))
+
+
+class NotOwnedError(Exception):
+    """A child's deterministic name is taken by an object another owner controls."""
+
+
+def resource_path(api_version: str, kind: str, namespace: Optional[str], name: Optional[str] = None,
+                  subresource: Optional[str] = None) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = prefix + (f"/namespaces/{namespace}" if namespace else "") + "/" + PLURALS[(api_version, kind)]
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    return any(ref.get("uid") == owner_uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def load_client_config() -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+class Kube:
+    """Create, get, patch and delete plain-dict objects without blocking the event loop."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, workers: int = 16):
+        configuration.connection_pool_maxsize = workers
+        self.client = ApiClient(configuration)
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    def _call(self, method: str, path: str, body: Any, content_type: Optional[str]) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        _, url, headers, _, _ = self.client.param_serialize(
+            method=method, resource_path=path, header_params=headers, auth_settings=["BearerToken"])
+        response = self.client.call_api(method, url, header_params=headers, body=body, _request_timeout=TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            try:
+                details = json.loads(data)
+            except ValueError:
+                details = {}
+            raise ApiError(response.status, details.get("reason") or response.reason or "", details.get("message", ""))
+        return json.loads(data) if data else None
+
+    async def request(self, method: str, path: str, body: Any = None, content_type: Optional[str] = None,
+                      kind: str = "") -> Any:
+        metrics.API_REQUESTS.labels(verb=method.lower(), kind=kind).inc()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._call, method, path, body, content_type)
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return await self.request("POST", path, obj, kind=obj["kind"])
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        try:
+            return await self.request("GET", resource_path(api_version, kind, namespace, name), kind=kind)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any],
+                    subresource: Optional[str] = None) -> Optional[dict[str, Any]]:
+        """JSON merge patch; None when the object is gone."""
+        path = resource_path(api_version, kind, namespace, name, subresource)
+        try:
+            return await self.request("PATCH", path, patch, MERGE_PATCH, kind=kind)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name),
+                               {"propagationPolicy": "Background"}, kind=kind)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    async def ensure(self, obj: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
+        """Create ``obj`` or find it; (live object, created). Idempotent thanks to deterministic names.
+
+        409 AlreadyExists counts as success once the existing object is verified to belong to
+        ``owner_uid``; otherwise :class:`NotOwnedError`.
+        """
+        try:
+            return await self.create(obj), True
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        meta = obj["metadata"]
+        live = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        if live is None:  # deleted in between: try once more on the next round
+            raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} was being deleted")
+        if not owned_by(live, owner_uid):
+            raise NotOwnedError(f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and is not owned by "
+                                f"this object")
+        return live, False

@@ -1,0 +1,103 @@
+"""Prometheus metrics of the operator, served by prometheus-client on /metrics.
+
+Reconcile counters and timings by kind, runs by phase, active Jobs, gate failures,
+model ready replicas, and per-run training progress for dashboards.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter as Tally
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+PREFIX = "codex_operator"
+
+RECONCILES = Counter(f"{PREFIX}_reconcile_total", "Handler invocations, by kind.", ["kind"])
+RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Handler invocations that raised, by kind.",
+                           ["kind", "error"])
+RECONCILE_SECONDS = Histogram(f"{PREFIX}_reconcile_duration_seconds", "Handler duration, by kind.", ["kind"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Requests the operator's own client sent, by verb and kind.",
+                       ["verb", "kind"])
+RUNS = Gauge(f"{PREFIX}_training_runs", "CodexTrainingRuns, by phase.", ["phase"])
+ACTIVE_JOBS = Gauge(f"{PREFIX}_active_jobs", "Training Jobs that have not finished.")
+GATE_FAILURES = Counter(f"{PREFIX}_gate_failures_total", "Runs that ended with GatesNotMet.")
+STATUS_WRITES = Counter(f"{PREFIX}_status_writes_total", "Status patches written, by kind.", ["kind"])
+MODEL_READY = Gauge(f"{PREFIX}_model_ready_replicas", "Ready replicas of each CodexModel.", ["namespace", "model"])
+RUN_PROGRESS = Gauge("codex_training_progress_percent", "Training progress of each run (0-100).",
+                     ["namespace", "run"])
+RUN_STEP = Gauge("codex_training_step", "Optimizer step each run reached.", ["namespace", "run"])
+RUN_LOSS = Gauge("codex_training_loss", "Latest training loss of each run.", ["namespace", "run"])
+RUN_EVAL_LOSS = Gauge("codex_training_eval_loss", "Eval loss of each finished run.", ["namespace", "run"])
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def instrument(kind: str) -> Callable[[F], F]:
+    """Count and time a handler; exceptions are counted by class and re-raised for kopf."""
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            RECONCILES.labels(kind).inc()
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as error:
+                RECONCILE_ERRORS.labels(kind, type(error).__name__).inc()
+                raise
+            finally:
+                RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+class PhaseBook:
+    """Last known phase of every run, to export counts by phase."""
+
+    def __init__(self) -> None:
+        self.phases: dict[tuple[str, ...], str] = {}
+
+    def set(self, key: tuple[str, ...], phase: Optional[str]) -> None:
+        if phase is None:
+            self.phases.pop(key, None)
+        else:
+            self.phases[key] = phase
+        counts = Tally(self.phases.values())
+        for name in ("Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"):
+            RUNS.labels(name).set(counts.get(name, 0))
+
+
+def record_progress(namespace: str, run: str, status: dict[str, Any]) -> None:
+    progress = status.get("progress") or {}
+    if progress:
+        RUN_PROGRESS.labels(namespace, run).set(progress.get("percent") or 0)
+        RUN_STEP.labels(namespace, run).set(progress.get("step") or 0)
+        if progress.get("loss") is not None:
+            RUN_LOSS.labels(namespace, run).set(progress["loss"])
+    eval_loss = (status.get("metrics") or {}).get("evalLoss")
+    if eval_loss is not None:
+        RUN_EVAL_LOSS.labels(namespace, run).set(eval_loss)
+
+
+def forget_run(namespace: str, run: str) -> None:
+    for gauge in (RUN_PROGRESS, RUN_STEP, RUN_LOSS, RUN_EVAL_LOSS):
+        try:
+            gauge.remove(namespace, run)
+        except KeyError:
+            pass
+
+
+def forget_model(namespace: str, model: str) -> None:
+    try:
+        MODEL_READY.remove(namespace, model)
+    except KeyError:
+        pass
+
+
+def serve(port: int, host: str) -> None:
+    start_http_server(port, addr=host)
+
+

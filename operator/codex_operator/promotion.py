@@ -1,0 +1,110 @@
+"""Which adapter a CodexModel serves: pure resolution of spec.adapter into status.servedAdapter.
+
+Promotion flows through status only: the operator never edits a user's spec. For
+``fromTrainingRun`` the newest Succeeded run whose gates passed wins; when none exists
+yet the model keeps serving what it served before, or waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional
+
+from codex_api import CodexModel
+from codex_api.common import ModelSource
+
+from .conditions import parse_time
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The adapter to serve (status.servedAdapter, camelCase) and the base model it needs."""
+
+    served_adapter: Optional[dict[str, Any]]
+    base_model: Optional[ModelSource]
+    # Why nothing can be served yet (None when served_adapter is set).
+    waiting: Optional[str] = None
+
+
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
+    labels = labels or {}
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def is_passing(run: Mapping[str, Any]) -> bool:
+    """Succeeded with passing gates (or no gates evaluated) and a published artifact."""
+    status = run.get("status") or {}
+    gates = status.get("gates")
+    artifact = status.get("artifact") or {}
+    has_artifact = bool(artifact.get("path") or artifact.get("hubRepo"))
+    return status.get("phase") == "Succeeded" and (gates is None or bool(gates.get("passed"))) and has_artifact
+
+
+def references_run(model: CodexModel, run: Mapping[str, Any]) -> bool:
+    source = model.spec.adapter.from_training_run
+    if source is None:
+        return False
+    meta = run.get("metadata") or {}
+    if source.name is not None:
+        return meta.get("name") == source.name
+    return selector_matches(source.selector or {}, meta.get("labels"))
+
+
+def newest_passing_run(model: CodexModel, runs: Iterable[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    candidates = [run for run in runs if references_run(model, run) and is_passing(run)]
+
+    def order(run: Mapping[str, Any]) -> tuple:
+        status = run.get("status") or {}
+        finished = parse_time(status.get("completionTime")) or parse_time(run["metadata"].get("creationTimestamp"))
+        return (finished.timestamp() if finished else 0.0, run["metadata"].get("name", ""))
+
+    return max(candidates, key=order, default=None)
+
+
+def adapter_from_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    """servedAdapter for a run's artifact: the PVC copy when there is one (no download), else the Hub."""
+    artifact = (run.get("status") or {}).get("artifact") or {}
+    served: dict[str, Any] = {"source": "trainingRun", "trainingRun": run["metadata"]["name"]}
+    revision = artifact.get("revision") or artifact.get("commitSha")
+    if revision:
+        served["revision"] = revision
+    if artifact.get("path") and artifact.get("claimName"):
+        served.update(claimName=artifact["claimName"], path=artifact["path"])
+    elif artifact.get("hubRepo"):
+        served["repo"] = artifact["hubRepo"]
+        if artifact.get("commitSha"):
+            served["revision"] = artifact["commitSha"]
+    return served
+
+
+def run_base_model(run: Mapping[str, Any]) -> Optional[ModelSource]:
+    base = (run.get("spec") or {}).get("baseModel")
+    try:
+        return ModelSource.model_validate(base) if base else None
+    except ValueError:
+        return None
+
+
+def resolve(model: CodexModel, runs: Iterable[Mapping[str, Any]],
+            current: Optional[Mapping[str, Any]] = None) -> Resolution:
+    """Resolve spec.adapter; ``current`` is the status.servedAdapter already being served."""
+    adapter = model.spec.adapter
+    if adapter.hub is not None:
+        served = {"source": "hub", "repo": adapter.hub.repo_id, "revision": adapter.hub.revision}
+        return Resolution(served, model.spec.base_model)
+    if adapter.pvc is not None:
+        served = {"source": "pvc", "claimName": adapter.pvc.claim_name, "path": adapter.pvc.path}
+        return Resolution(served, model.spec.base_model)
+    runs = list(runs)
+    newest = newest_passing_run(model, runs)
+    if newest is not None:
+        return Resolution(adapter_from_run(newest), model.spec.base_model or run_base_model(newest))
+    if current and current.get("source") == "trainingRun":
+        # The served run may have been deleted: keep serving its adapter rather than tearing down.
+        previous = next((r for r in runs if r["metadata"].get("name") == current.get("trainingRun")), None)
+        base = model.spec.base_model or (run_base_model(previous) if previous else None)
+        if base is not None:
+            return Resolution(dict(current), base)
+    source = adapter.from_training_run
+    wanted = f"run {source.name!r}" if source.name else f"a run matching {source.selector}"
+    return Resolution(None, None, f"waiting for {wanted} to succeed with its gates passed")

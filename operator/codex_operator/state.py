@@ -1,0 +1,59 @@
+"""What the operator keeps in memory between handler calls (kopf's memo carries one instance)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .config import OperatorConfig
+from .k8s import Kube
+from .metrics import PhaseBook
+
+# ("run" | "model", namespace, name)
+Key = tuple[str, str, str]
+
+
+def resource_version(obj: Optional[dict[str, Any]]) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class Written:
+    """The status the operator last wrote, until the watch delivers an object at least as new."""
+
+    resource_version: int
+    status: dict[str, Any]
+
+
+@dataclass
+class OperatorState:
+    cfg: OperatorConfig
+    kube: Kube
+    phases: PhaseBook = field(default_factory=PhaseBook)
+    locks: defaultdict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    written: dict[Key, Written] = field(default_factory=dict)
+    active_jobs: set[Key] = field(default_factory=set)
+
+    def stored_status(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+        """The freshest status known for ``obj``: the watched one, or what was just written if newer."""
+        written = self.written.get(key)
+        if written is not None and written.resource_version > resource_version(obj):
+            return {**(obj.get("status") or {}), **written.status}
+        if written is not None:
+            del self.written[key]
+        return dict(obj.get("status") or {})
+
+    def remember(self, key: Key, patched: Optional[dict[str, Any]], owned: dict[str, Any]) -> None:
+        if patched is not None:
+            self.written[key] = Written(resource_version(patched), owned)
+
+    def forget(self, key: Key) -> None:
+        self.written.pop(key, None)
+        self.locks.pop(key, None)
+        self.active_jobs.discard(key)
+        self.phases.set(key, None)

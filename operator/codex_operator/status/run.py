@@ -1,0 +1,275 @@
+"""compute_run_status: a CodexTrainingRun's phase and conditions from its Job and pods."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Mapping, Optional, Sequence
+
+from codex_api import CodexTrainingRun, SpecError, contract, parse
+from codex_api.training_run import CodexTrainingRunSpec
+
+from .. import names
+from ..builders.job import training_hashes
+from ..conditions import find_condition, parse_time, rfc3339, set_condition
+from . import reasons
+
+RUN_OWNED_FIELDS = (
+    "phase", "conditions", "observedGeneration", "jobName", "attempts", "startTime", "completionTime",
+    "durationSeconds", "metrics", "gates", "artifact", "lineage", "message",
+)
+TERMINAL_PHASES = ("Succeeded", "Failed")
+REPORT_FIELDS = ("metrics", "gates", "artifact", "lineage")
+
+# Exit codes without a readable report, mapped to reasons.
+EXIT_REASONS = {
+    contract.EXIT_INVALID: reasons.INVALID_DATA,
+    contract.EXIT_GATES_NOT_MET: reasons.GATES_NOT_MET,
+    contract.EXIT_PREEMPTED: reasons.PREEMPTED,
+    contract.EXIT_TRANSIENT: reasons.TRANSIENT_ERROR,
+}
+JOB_FAILURE_REASONS = {
+    "BackoffLimitExceeded": reasons.BACKOFF_LIMIT_EXCEEDED,
+    "DeadlineExceeded": reasons.DEADLINE_EXCEEDED,
+}
+STAGE_PHASES = {
+    "evaluate": ("Evaluating", reasons.EVALUATING, "evaluating the adapter"),
+    "save": ("Pushing", reasons.PUSHING, "saving the adapter"),
+    "push": ("Pushing", reasons.PUSHING, "pushing the adapter"),
+    "report": ("Pushing", reasons.PUSHING, "writing the report"),
+}
+
+
+def _trainer_state(pod: Mapping[str, Any], key: str = "state") -> Mapping[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == names.TRAINER_CONTAINER:
+            return status.get(key) or {}
+    return {}
+
+
+def _terminated(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    return _trainer_state(pod).get("terminated")
+
+
+def _started(pod: Mapping[str, Any]) -> bool:
+    state = _trainer_state(pod)
+    return bool(state.get("running") or state.get("terminated") or _trainer_state(pod, "lastState").get("terminated"))
+
+
+def _pod_order(pod: Mapping[str, Any]) -> tuple:
+    meta = pod.get("metadata") or {}
+    created = parse_time(meta.get("creationTimestamp"))
+    index = (meta.get("annotations") or {}).get(names.ANNOTATION_COMPLETION_INDEX, "0")
+    # Newest first; among equals rank 0 (which writes the report in multi-node runs) wins.
+    return (created.timestamp() if created else 0.0, -int(index) if str(index).isdigit() else 0, meta.get("name", ""))
+
+
+def read_report(pod: Mapping[str, Any]) -> Optional[contract.TrainerReport]:
+    """The trainer's termination message, or None when absent or not a report (e.g. log tail)."""
+    terminated = _terminated(pod)
+    if not terminated or not terminated.get("message"):
+        return None
+    try:
+        return contract.TrainerReport.model_validate(json.loads(terminated["message"]))
+    except ValueError:
+        return None
+
+
+def _latest_ended(pods: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    ended = [p for p in pods if _terminated(p)]
+    return max(ended, key=_pod_order, default=None)
+
+
+def _ended_words(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(reason, message) describing how a trainer pod ended."""
+    report = read_report(pod)
+    exit_code = (_terminated(pod) or {}).get("exitCode")
+    if report is not None:
+        return report.reason, report.message or f"trainer exited with {exit_code}"
+    reason = EXIT_REASONS.get(exit_code, reasons.JOB_FAILED)
+    return reason, f"trainer exited with code {exit_code}"
+
+
+def _job_condition(job: Mapping[str, Any], type_: str) -> Optional[Mapping[str, Any]]:
+    cond = find_condition((job.get("status") or {}).get("conditions"), type_)
+    return cond if cond and cond.get("status") == "True" else None
+
+
+def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+           attempts: int) -> tuple[str, str, str]:
+    """(phase, reason, message) of a run whose Job exists."""
+    if _job_condition(job, "Complete"):
+        report = read_report(_latest_ended(pods) or {})
+        return "Succeeded", reasons.SUCCEEDED, (report.message if report and report.message
+                                                else "training succeeded and the adapter was published")
+    failed = _job_condition(job, "Failed")
+    if failed:
+        last = _latest_ended(pods)
+        if last is not None and (read_report(last) or _terminated(last).get("exitCode") in EXIT_REASONS):
+            reason, message = _ended_words(last)
+            if failed.get("reason") in JOB_FAILURE_REASONS and reason in (reasons.PREEMPTED, reasons.TRANSIENT_ERROR):
+                reason = JOB_FAILURE_REASONS[failed["reason"]]
+                message = f"{failed.get('message', '')} (last attempt: {message})".strip()
+            return "Failed", reason, message
+        return ("Failed", JOB_FAILURE_REASONS.get(failed.get("reason"), reasons.JOB_FAILED),
+                failed.get("message") or "the training Job failed")
+    if (job.get("spec") or {}).get("suspend"):
+        queued = names.LABEL_KUEUE_QUEUE in ((job.get("metadata") or {}).get("labels") or {})
+        return ("Pending", reasons.QUEUED, "the Job waits for Kueue to admit it") if queued else \
+            ("Pending", reasons.SUSPENDED, "spec.job.suspend holds the Job")
+    live = [p for p in pods if not _terminated(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    current = max(live, key=_pod_order, default=None)
+    if current is not None and _trainer_state(current).get("running"):
+        progress = (run.get("status") or {}).get("progress") or {}
+        return STAGE_PHASES.get(progress.get("stage"), ("Running", reasons.TRAINING, "training"))
+    previous = _latest_ended(pods)
+    if previous is not None:
+        reason, message = _ended_words(previous)
+        return "Pending", reasons.RETRYING, f"attempt {attempts} ended ({reason}: {message}); retrying"
+    if current is not None:
+        waiting = _trainer_state(current).get("waiting") or {}
+        detail = waiting.get("message") or waiting.get("reason") or (current.get("status") or {}).get("phase", "Pending")
+        return "Pending", reasons.POD_PENDING, f"trainer pod {current['metadata']['name']}: {detail}"
+    return "Pending", reasons.POD_PENDING, "waiting for the Job to start a trainer pod"
+
+
+def _hash_pairs(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+def _spec_condition(spec: Optional[CodexTrainingRunSpec], job: Mapping[str, Any],
+                    desired_template_hash: Optional[str], invalid: Optional[SpecError]) -> tuple[str, str, str]:
+    """SpecApplied: whether the Job still runs what the spec says, and why not."""
+    if invalid is not None or spec is None:
+        return "False", reasons.INVALID_SPEC, str(invalid)
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    recorded = _hash_pairs(annotations.get(names.ANNOTATION_TRAINING_HASHES, ""))
+    current = _hash_pairs(training_hashes(spec))
+    changed = sorted(f for f, h in current.items() if f in recorded and recorded[f] != h)
+    if changed:
+        fields = ", ".join(f"spec.{f}" for f in changed)
+        return "False", reasons.IMMUTABLE_FIELD_CHANGED, (
+            f"{fields} changed after the run started and cannot change; the Job keeps training with the original "
+            "values. Create a new run to train with the new ones")
+    recorded_template = annotations.get(names.ANNOTATION_POD_TEMPLATE_HASH)
+    if desired_template_hash and recorded_template and recorded_template != desired_template_hash:
+        return "False", reasons.POD_TEMPLATE_CHANGED, (
+            "the pod template (resources, image, volumes, ...) changed after the Job was created; a Job's pods are "
+            "not mutated, so running and retried pods keep the old template. Create a new run to apply it")
+    return "True", reasons.SPEC_APPLIED, "the Job runs the current spec"
+
+
+def _parse_spec(run: Mapping[str, Any]) -> tuple[Optional[CodexTrainingRun], Optional[SpecError]]:
+    try:
+        return parse(CodexTrainingRun, {k: run[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in run}), None
+    except SpecError as error:
+        return None, error
+
+
+def _attempts(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
+    """Trainer pods that started, or what the Job counted if its pods are gone."""
+    counted = sum(int((job.get("status") or {}).get(k) or 0) for k in ("failed", "succeeded"))
+    return max(sum(1 for p in pods if _started(p)), counted)
+
+
+def _times(job: Mapping[str, Any]) -> tuple[Optional[str], Optional[str], Optional[float]]:
+    status = job.get("status") or {}
+    start = parse_time(status.get("startTime")) or parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+    done = parse_time(status.get("completionTime"))
+    failed = _job_condition(job, "Failed")
+    if done is None and failed is not None:
+        done = parse_time(failed.get("lastTransitionTime"))
+    duration = round((done - start).total_seconds(), 1) if start and done else None
+    return (rfc3339(start) if start else None), (rfc3339(done) if done else None), duration
+
+
+def _report_fields(phase: str, pods: Sequence[Mapping[str, Any]], old: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics, gates, artifact and lineage from the final report; earlier values while still running."""
+    fields = {key: old.get(key) for key in REPORT_FIELDS}
+    if phase in TERMINAL_PHASES:
+        report = read_report(_latest_ended(pods) or {})
+        if report is not None:
+            wire = report.to_wire()
+            fields.update({key: wire.get(key) for key in REPORT_FIELDS if wire.get(key) is not None})
+    return fields
+
+
+def _invalid_status(old: Mapping[str, Any], generation: Optional[int], error: SpecError,
+                    now: datetime) -> dict[str, Any]:
+    conditions = list(old.get("conditions") or [])
+    message = str(error)
+    conditions = set_condition(conditions, "Ready", "False", reasons.INVALID_SPEC, message, now, generation)
+    conditions = set_condition(conditions, "Progressing", "False", reasons.INVALID_SPEC, message, now, generation)
+    status = {key: old.get(key) for key in RUN_OWNED_FIELDS}
+    status.update(phase="Failed", conditions=conditions, observedGeneration=generation, message=message)
+    return status
+
+
+def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
+                       pods: Sequence[Mapping[str, Any]], now: datetime,
+                       desired_template_hash: Optional[str] = None) -> dict[str, Any]:
+    """The operator-owned status fields (RUN_OWNED_FIELDS) of ``run``.
+
+    ``job`` is the run's Job (None before it exists), ``pods`` its trainer pods, ``now`` is
+    used only for conditions that flip, and ``desired_template_hash`` is the pod-template
+    hash the current spec would build (to explain changes that cannot reach a running Job).
+    """
+    old = run.get("status") or {}
+    generation = (run.get("metadata") or {}).get("generation")
+    parsed, invalid = _parse_spec(run)
+    if job is None:
+        if invalid is not None:
+            return _invalid_status(old, generation, invalid, now)
+        if old.get("phase") in TERMINAL_PHASES:
+            # A finished run whose Job was cleaned up (ttlSecondsAfterFinished) keeps its status.
+            return {key: old.get(key) for key in RUN_OWNED_FIELDS} | {"observedGeneration": generation}
+        phase, reason, message = "Pending", reasons.CREATING, "creating the training Job"
+        attempts, (start, done, duration), job_name = 0, (None, None, None), None
+    else:
+        attempts = _attempts(job, pods)
+        phase, reason, message = _phase(run, job, pods, attempts)
+        start, done, duration = _times(job) if phase in TERMINAL_PHASES else (_times(job)[0], None, None)
+        job_name = job["metadata"]["name"]
+
+    conditions = list(old.get("conditions") or [])
+    terminal = phase in TERMINAL_PHASES
+    conditions = set_condition(conditions, "Ready", "True" if phase == "Succeeded" else "False", reason, message,
+                               now, generation)
+    conditions = set_condition(conditions, "Progressing", "False" if terminal else "True", reason, message,
+                               now, generation)
+    report_fields = _report_fields(phase, pods, old)
+    gates = report_fields.get("gates")
+    if gates is not None:
+        passed = bool(gates.get("passed"))
+        conditions = set_condition(conditions, "GatesPassed", "True" if passed else "False",
+                                   reasons.GATES_PASSED if passed else reasons.GATES_NOT_MET,
+                                   _gates_message(gates), now, generation)
+    elif terminal:
+        conditions = set_condition(conditions, "GatesPassed", "False", reasons.GATES_NOT_EVALUATED,
+                                   "the run ended before its gates were evaluated", now, generation)
+    if job is not None:
+        status_, spec_reason, spec_message = _spec_condition(parsed.spec if parsed else None, job,
+                                                             desired_template_hash, invalid)
+        conditions = set_condition(conditions, "SpecApplied", status_, spec_reason, spec_message, now, generation)
+    return {
+        "phase": phase,
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "jobName": job_name,
+        "attempts": attempts,
+        "startTime": start,
+        "completionTime": done,
+        "durationSeconds": duration,
+        **report_fields,
+        "message": message,
+    }
+
+
+def _gates_message(gates: Mapping[str, Any]) -> str:
+    parts = []
+    for name in ("syntaxOk", "logicOk", "securityOk", "perfOk", "perplexity"):
+        gate = gates.get(name)
+        if gate:
+            mark = "ok" if gate.get("passed") else "FAILED"
+            parts.append(f"{name} {gate.get('value'):.3g}/{gate.get('threshold'):.3g} {mark}")
+    return "; ".join(parts) or ("all gates passed" if gates.get("passed") else "gates not met")

@@ -1,0 +1,141 @@
+"""Glue between the model handlers and the API: resolve the adapter, apply the children, write status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+
+import kopf
+from codex_api import CodexModel, SpecError, parse
+
+from . import metrics, names
+from .builders.common import object_hash
+from .builders.deployment import build_deployment
+from .builders.serving import build_hpa, build_service, endpoint
+from .config import OperatorConfig
+from .k8s import NotOwnedError
+from .promotion import Resolution, resolve
+from .state import OperatorState
+from .status import MODEL_OWNED_FIELDS, compute_model_status, status_patch
+
+API_VERSION = "codex.dev/v1alpha1"
+KIND = "CodexModel"
+CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler")
+
+
+def model_key(namespace: str, name: str) -> tuple[str, str, str]:
+    return ("model", namespace, name)
+
+
+def parse_model(body: dict[str, Any]) -> CodexModel:
+    return parse(CodexModel, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
+
+
+def build_runtime_deployment(model: CodexModel, resolution: Resolution, cfg: OperatorConfig) -> dict[str, Any]:
+    if model.spec.runtime == "vllm":
+        from .builders import vllm_runtime  # the vLLM pieces come from builders/vllm.py
+
+        return vllm_runtime.build_vllm_deployment(model, resolution.base_model, resolution.served_adapter, cfg)
+    return build_deployment(model, resolution.base_model, resolution.served_adapter, cfg)
+
+
+def build_model_children(model: CodexModel, resolution: Resolution, cfg: OperatorConfig) -> dict[str, Optional[dict]]:
+    """Desired children by kind; None means the kind must not exist (an HPA without autoscaling)."""
+    children = {
+        "Deployment": build_runtime_deployment(model, resolution, cfg),
+        "Service": build_service(model),
+        "HorizontalPodAutoscaler": build_hpa(model),
+    }
+    for child in children.values():
+        if child is not None:
+            child["metadata"].setdefault("annotations", {})[names.ANNOTATION_DESIRED_HASH] = object_hash(child)
+    return children
+
+
+def select_owned(objs: Optional[Iterable[dict[str, Any]]], owner_uid: str) -> Optional[dict[str, Any]]:
+    return next((o for o in objs or () if (names.controller_owner(o, KIND) or (None, None))[1] == owner_uid), None)
+
+
+async def apply_child(state: OperatorState, desired: Optional[dict[str, Any]], live: Optional[dict[str, Any]],
+                      owner_uid: str, api_version: str, kind: str, namespace: str, name: str) -> Optional[dict]:
+    """Make the live child match ``desired``: create, patch when its desired-hash differs, or delete."""
+    if desired is None:
+        if live is not None:
+            await state.kube.delete(api_version, kind, namespace, name)
+        return None
+    wanted = desired["metadata"]["annotations"][names.ANNOTATION_DESIRED_HASH]
+    if live is None:
+        try:
+            live, created = await state.kube.ensure(desired, owner_uid)
+        except NotOwnedError as error:
+            raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
+        if created:
+            return live
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(names.ANNOTATION_DESIRED_HASH) == wanted:
+        return live
+    patch = {"metadata": {"labels": desired["metadata"]["labels"], "annotations": desired["metadata"]["annotations"]},
+             "spec": desired["spec"]}
+    return await state.kube.patch(api_version, kind, namespace, name, patch) or live
+
+
+async def apply_model_children(state: OperatorState, body: dict[str, Any], children: dict[str, Optional[dict]],
+                               live: dict[str, Optional[dict]]) -> Optional[dict[str, Any]]:
+    """Apply the Deployment, Service and HPA; returns the live Deployment."""
+    meta = body["metadata"]
+    name = names.server_name(meta["name"])
+    api_versions = {"Deployment": "apps/v1", "Service": "v1", "HorizontalPodAutoscaler": "autoscaling/v2"}
+    result = {}
+    for kind in CHILD_KINDS:
+        result[kind] = await apply_child(state, children[kind], live.get(kind), meta["uid"], api_versions[kind], kind,
+                                         meta["namespace"], name)
+    return result["Deployment"]
+
+
+async def write_model_status(state: OperatorState, body: dict[str, Any], stored: dict[str, Any],
+                             computed: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    metrics.MODEL_READY.labels(meta["namespace"], meta["name"]).set(computed.get("readyReplicas") or 0)
+    changes = status_patch(stored, computed, MODEL_OWNED_FIELDS)
+    if not changes:
+        return
+    patched = await state.kube.patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": changes},
+                                     subresource="status")
+    metrics.STATUS_WRITES.labels(KIND).inc()
+    state.remember(model_key(meta["namespace"], meta["name"]), patched,
+                   {k: computed.get(k) for k in MODEL_OWNED_FIELDS})
+    before, after = stored.get("phase"), computed.get("phase")
+    if before != after:
+        kopf.event(body, type="Warning" if after == "Degraded" else "Normal", reason=str(after),
+                   message=str(computed.get("message") or "")[:1000])
+    if (stored.get("servedAdapter") or {}) != (computed.get("servedAdapter") or {}) and computed.get("servedAdapter"):
+        served = computed["servedAdapter"]
+        kopf.event(body, type="Normal", reason="AdapterPromoted",
+                   message=f"serving {served.get('trainingRun') or served.get('repo') or served.get('claimName')} "
+                           f"revision {served.get('revision', 'unknown')}")
+
+
+async def reconcile_model(state: OperatorState, body: dict[str, Any], live: dict[str, Optional[dict]],
+                          runs: Iterable[dict[str, Any]]) -> None:
+    """Resolve the adapter, apply the children, write status: no API call when nothing changed."""
+    meta = body["metadata"]
+    key = model_key(meta["namespace"], meta["name"])
+    async with state.locks[key]:
+        stored = state.stored_status(key, body)
+        view = {**body, "status": stored}
+        now = datetime.now(timezone.utc)
+        try:
+            model = parse_model(body)
+        except SpecError as error:
+            await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=error))
+            raise kopf.PermanentError(str(error))
+        resolution = resolve(model, runs, stored.get("servedAdapter"))
+        if resolution.served_adapter is None or resolution.base_model is None:
+            computed = compute_model_status(view, None, None, now, endpoint=None, waiting=resolution.waiting)
+            await write_model_status(state, body, stored, computed)
+            return
+        children = build_model_children(model, resolution, state.cfg)
+        kopf.append_owner_reference([c for c in children.values() if c], owner=body)
+        deployment = await apply_model_children(state, body, children, live)
+        computed = compute_model_status(view, deployment, resolution.served_adapter, now, endpoint=endpoint(model))
+        await write_model_status(state, body, stored, computed)

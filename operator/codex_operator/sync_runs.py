@@ -1,0 +1,135 @@
+"""Glue between the run handlers and the API: build the children, apply them, write status once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+
+import kopf
+from codex_api import CodexTrainingRun, SpecError, parse
+
+from . import metrics, names
+from .builders.configmap import build_spec_configmap
+from .builders.job import build_job, desired_pod_template_hash, job_mutable_fields
+from .builders.pvc import build_checkpoint_pvc
+from .builders.rbac import build_trainer_rbac
+from .builders.service import build_workers_service
+from .conditions import find_condition
+from .k8s import NotOwnedError
+from .state import OperatorState
+from .status import RUN_OWNED_FIELDS, compute_run_status, status_patch
+from .status import reasons
+
+API_VERSION = "codex.dev/v1alpha1"
+KIND = "CodexTrainingRun"
+TERMINAL = ("Succeeded", "Failed")
+# Reasons whose transition is announced as a Warning event.
+WARNING_REASONS = {reasons.RETRYING, reasons.INVALID_SPEC, reasons.IMMUTABLE_FIELD_CHANGED,
+                   reasons.POD_TEMPLATE_CHANGED}
+
+
+def run_key(namespace: str, name: str) -> tuple[str, str, str]:
+    return ("run", namespace, name)
+
+
+def parse_run(body: dict[str, Any]) -> CodexTrainingRun:
+    """The validated run; raises SpecError naming the field."""
+    return parse(CodexTrainingRun, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
+
+
+def build_run_children(run: CodexTrainingRun, cfg) -> list[dict[str, Any]]:
+    """Everything a run owns, the Job last (it is created only once the rest exists)."""
+    optional = [build_checkpoint_pvc(run), build_workers_service(run)]
+    return [build_spec_configmap(run), *build_trainer_rbac(run), *(o for o in optional if o), build_job(run, cfg)]
+
+
+async def apply_run_children(state: OperatorState, children: list[dict[str, Any]], owner_uid: str) -> dict[str, Any]:
+    """Create-or-find every child; returns the live Job. Safe to repeat after a crash at any point."""
+    *prerequisites, job = children
+    try:
+        await asyncio.gather(*(state.kube.ensure(child, owner_uid) for child in prerequisites))
+        live_job, _ = await state.kube.ensure(job, owner_uid)
+    except NotOwnedError as error:
+        raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
+    return live_job
+
+
+def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:
+    """The run's Job among those indexed under its name (an older run of the same name may linger)."""
+    return next((j for j in jobs or () if (names.controller_owner(j, KIND) or (None, None))[1] == run_uid), None)
+
+
+def select_pods(pods: Optional[Iterable[dict[str, Any]]], job: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    if job is None:
+        return []
+    job_uid = job["metadata"].get("uid")
+    return [p for p in pods or () if (names.controller_owner(p, "Job") or (None, None))[1] == job_uid]
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions")
+    return any((find_condition(conditions, t) or {}).get("status") == "True" for t in ("Complete", "Failed"))
+
+
+async def patch_job_fields(state: OperatorState, run: CodexTrainingRun, job: dict[str, Any]) -> None:
+    """Honour the Job fields that may change on a live Job: suspend, deadline, TTL."""
+    live = job.get("spec") or {}
+    changes = {k: v for k, v in job_mutable_fields(run).items() if live.get(k) != v and not (v is None and k not in live)}
+    if changes and not job_finished(job):
+        await state.kube.patch("batch/v1", "Job", run.metadata.namespace, job["metadata"]["name"], {"spec": changes})
+
+
+async def apply_spec_configmap(state: OperatorState, run: CodexTrainingRun, owner: dict[str, Any]) -> None:
+    """Re-render the trainer's spec so that the next attempt reads the new evaluation/output settings."""
+    configmap = build_spec_configmap(run)
+    kopf.append_owner_reference(configmap, owner=owner)
+    live, created = await state.kube.ensure(configmap, owner["metadata"]["uid"])
+    if not created and live.get("data") != configmap["data"]:
+        await state.kube.patch("v1", "ConfigMap", run.metadata.namespace, configmap["metadata"]["name"],
+                               {"data": configmap["data"]})
+
+
+def _desired_hash(body: dict[str, Any], cfg) -> Optional[str]:
+    try:
+        return desired_pod_template_hash(parse_run(body), cfg)
+    except SpecError:
+        return None
+
+
+def announce(body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    """One Event per transition of phase or reason, and for each new SpecApplied refusal."""
+    ready_before = find_condition(before.get("conditions"), "Ready") or {}
+    ready_after = find_condition(after.get("conditions"), "Ready") or {}
+    if (before.get("phase"), ready_before.get("reason")) != (after.get("phase"), ready_after.get("reason")):
+        reason = ready_after.get("reason", "")
+        warning = after.get("phase") == "Failed" or reason in WARNING_REASONS
+        kopf.event(body, type="Warning" if warning else "Normal", reason=reason,
+                   message=f"{after.get('phase')}: {after.get('message', '')}"[:1000])
+        if after.get("phase") == "Failed" and reason == reasons.GATES_NOT_MET:
+            metrics.GATE_FAILURES.inc()
+    spec_before = find_condition(before.get("conditions"), "SpecApplied") or {}
+    spec_after = find_condition(after.get("conditions"), "SpecApplied") or {}
+    if spec_after.get("status") == "False" and spec_after.get("reason") != spec_before.get("reason") \
+            and spec_after.get("reason") != reasons.INVALID_SPEC:
+        kopf.event(body, type="Warning", reason=spec_after["reason"], message=spec_after.get("message", "")[:1000])
+
+
+async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optional[dict[str, Any]],
+                          pods: list[dict[str, Any]]) -> None:
+    """Compute the run's status and write the fields that changed, if any (zero writes when stable)."""
+    meta = body["metadata"]
+    key = run_key(meta["namespace"], meta["name"])
+    async with state.locks[key]:
+        stored = state.stored_status(key, body)
+        computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
+                                      _desired_hash(body, state.cfg))
+        state.phases.set(key, computed.get("phase"))
+        changes = status_patch(stored, computed, RUN_OWNED_FIELDS)
+        if not changes:
+            return
+        patched = await state.kube.patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": changes},
+                                         subresource="status")
+        metrics.STATUS_WRITES.labels(KIND).inc()
+        state.remember(key, patched, {k: computed.get(k) for k in RUN_OWNED_FIELDS})
+        announce(body, stored, computed)
