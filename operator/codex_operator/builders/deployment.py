@@ -33,20 +33,24 @@ def adapter_revision(served_adapter: dict[str, Any]) -> str:
     return "@".join(p for p in parts if p)
 
 
+def hub_spec(repo: str, revision: Optional[str]) -> str:
+    return f"hub:{repo}@{revision}" if revision else f"hub:{repo}"
+
+
 def base_model_arg(source: ModelSource) -> str:
-    """--base-model: a Hub id, a directory on a mounted PVC, or an embedded model's name."""
+    """codex-serve --base-model: ``embedded:<name>``, ``hub:<repo>[@rev]`` or a directory on a mounted PVC."""
     if source.hub:
-        return source.hub
+        return hub_spec(source.hub, source.revision)
     if source.pvc:
         return str(paths.pvc_dir(source.pvc.claim_name) / source.pvc.path.lstrip("/"))
-    return str(source.embedded)
+    return f"embedded:{source.embedded}"
 
 
 def adapter_arg(served_adapter: dict[str, Any]) -> str:
-    """--adapter: a directory on a mounted PVC, or a Hub repo id (codex-serve downloads it)."""
+    """codex-serve --adapter: a directory on a mounted PVC, or ``hub:<repo>[@rev]`` (downloaded at start)."""
     if served_adapter.get("claimName"):
         return str(paths.pvc_dir(served_adapter["claimName"]) / str(served_adapter.get("path", "/")).lstrip("/"))
-    return served_adapter["repo"]
+    return hub_spec(served_adapter["repo"], served_adapter.get("revision"))
 
 
 def claims(base: ModelSource, served_adapter: dict[str, Any]) -> list[str]:
@@ -72,10 +76,6 @@ def server_args(model: CodexModel, base: ModelSource, served_adapter: dict[str, 
         "--max-prompt-tokens", str(server.max_prompt_tokens),
         "--max-concurrency", str(server.max_concurrency),
     ]
-    if base.hub and base.revision:
-        args += ["--base-revision", base.revision]
-    if served_adapter.get("repo") and served_adapter.get("revision") and not served_adapter.get("claimName"):
-        args += ["--adapter-revision", served_adapter["revision"]]
     if not server.mask_secrets:
         args.append("--no-mask-secrets")
     if server.merge_adapter:
