@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import build, controlplane, layout, pki as pki_module, procs
+from . import build, controlplane, layout, pki as pki_module, podnet, procs
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer")
@@ -125,12 +124,13 @@ class LocalCluster:
                                       pki.admin_token)
         self.state = {
             "ports": asdict(ports), "bin_dir": str(bin_dir), "processes": [],
-            # One 127.X.0.0/16 block per cluster for pod IPs: two clusters side by side rarely share X.
-            "pod_ip_prefix": f"127.{random.randint(16, 250)}",
+            "pod_cidr": None, "pod_route": False,
             "nodes": [n.to_dict() for n in self.nodes],
         }
         self._save()
         try:
+            self.state["pod_cidr"], self.state["pod_route"] = podnet.claim_block()
+            self._save()
             self._start_all(bin_dir, ports, pki, timeout)
         except BaseException:
             self.down()
@@ -182,7 +182,7 @@ class LocalCluster:
             "runnable_image_prefixes": list(self.runnable_image_prefixes),
             "skip_image_prefixes": list(self.skip_image_prefixes),
             "host_env": {name: os.environ[name] for name in self.host_env if name in os.environ},
-            "pod_ip_prefix": self.state["pod_ip_prefix"],
+            "pod_cidr": self.state["pod_cidr"],
             "apiserver_port": ports.apiserver,
             "kubelet_port": ports.kubelet,
             "ca_file": str(self.pki.ca_crt),
@@ -226,6 +226,9 @@ class LocalCluster:
             except (OSError, ValueError, TypeError):
                 pass
             leftover.unlink(missing_ok=True)
+        if self.state.get("pod_route"):
+            podnet.release_block(self.state["pod_cidr"])
+            self.state["pod_route"] = False
         if self.state:
             self.state["processes"] = []
             self._save()
@@ -243,6 +246,17 @@ class LocalCluster:
 
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", "-o", "json", *args).stdout)
+
+    def apply(self, *manifests: dict, namespace: str | None = None, check: bool = True,
+              extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+        """``kubectl apply`` of manifests given as dicts (one v1 List), optionally into ``namespace``."""
+        body = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+        args = ["apply", "-f", "-", *extra] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input=json.dumps(body), check=check)
+
+    def wait_for(self, description: str, check, timeout: float = 60.0, interval: float = 0.25):
+        """Poll ``check()`` until it returns something truthy, and return that."""
+        return controlplane.wait_until(description, check, timeout, interval=interval)
 
     def pod_logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
         return layout.read_logs(self.agent_dir, namespace, pod, container, previous)

@@ -136,7 +136,6 @@ def http_ok(url: str, ca: Path | None = None, token: str | None = None, timeout:
 def wait_until(description: str, check, timeout: float, alive=None, interval: float = 0.1):
     """Call ``check()`` until it returns a truthy value; ``alive()`` failing aborts early with its message."""
     deadline = time.monotonic() + timeout
-    last = None
     while True:
         result = check()
         if result:
@@ -146,5 +145,5 @@ def wait_until(description: str, check, timeout: float, alive=None, interval: fl
             if problem:
                 raise RuntimeError(f"{description}: {problem}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {description}{f' ({last})' if last else ''}")
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {description}")
         time.sleep(interval)

@@ -22,7 +22,7 @@ class AgentConfig:
     nodes: list[dict]
     runnable_image_prefixes: tuple[str, ...]
     skip_image_prefixes: tuple[str, ...]
-    pod_ip_prefix: str
+    pod_cidr: str
     apiserver_port: int
     kubelet_port: int = 0
     ca_file: str = ""
@@ -40,7 +40,7 @@ class AgentConfig:
             nodes=raw["nodes"],
             runnable_image_prefixes=tuple(raw.get("runnable_image_prefixes", ())),
             skip_image_prefixes=tuple(raw.get("skip_image_prefixes", ())),
-            pod_ip_prefix=raw["pod_ip_prefix"],
+            pod_cidr=raw["pod_cidr"],
             apiserver_port=int(raw["apiserver_port"]),
             kubelet_port=int(raw.get("kubelet_port", 0)),
             ca_file=raw.get("ca_file", ""),

@@ -5,27 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from ..podnet import PodIps
 from .config import AgentConfig
 from .worker import TERMINAL, PodWorker
 
 log = logging.getLogger(__name__)
-
-
-class PodIps:
-    """Unique loopback addresses 127.X.a.b (X fixed per cluster), so same-port replicas can run side by side."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-        self.used: set[str] = set()
-        self.next_index = 0
-
-    def allocate(self) -> str:
-        while True:
-            index, self.next_index = self.next_index, self.next_index + 1
-            address = f"{self.prefix}.{index // 254}.{index % 254 + 1}"
-            if address not in self.used:
-                self.used.add(address)
-                return address
 
 
 class PodManager:
@@ -35,7 +19,7 @@ class PodManager:
         self.lock = threading.Lock()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # pods whose worker is done: only their deletion is left
-        self.ips = PodIps(config.pod_ip_prefix)
+        self.ips = PodIps(config.pod_cidr)
         self.free_gpus = {n["name"]: list(range(int(n["capacity"].get("nvidia.com/gpu", 0))))
                           for n in config.nodes}
 
@@ -44,7 +28,7 @@ class PodManager:
         with self.lock:
             for pod in pods:
                 ip = (pod.get("status") or {}).get("podIP")
-                if ip and ip.startswith(self.ips.prefix + "."):
+                if ip and self.ips.contains(ip):
                     self.ips.used.add(ip)
             vanished = [w for uid, w in self.workers.items() if uid not in listed]
         for worker in vanished:
@@ -61,6 +45,7 @@ class PodManager:
             worker = self.workers.get(uid)
             if event_type == "DELETED":
                 self.finished.discard(uid)
+                self.ips.release(worker.pod_ip if worker else (pod.get("status") or {}).get("podIP", ""))
                 if worker:
                     worker.vanish()
                 return

@@ -1,0 +1,63 @@
+"""pytest fixtures: one embedded cluster per session, a fresh namespace per test.
+
+Enable with ``pytest_plugins = ["localcluster.pytest_plugin"]`` in the top-level
+conftest (or import the fixtures into a conftest). Environment knobs:
+
+- ``LOCALCLUSTER_WORKDIR``: reuse the running cluster there (``python -m localcluster up``) instead of
+  starting one; it is left running at the end.
+- ``LOCALCLUSTER_KEEP=1``: keep the session cluster's files (logs!) after it is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .cluster import DEFAULT_CAPACITY, LocalCluster, NodeSpec
+
+# One node that looks like a small GPU box: product pods asking for nvidia.com/gpu schedule here.
+TEST_NODE = NodeSpec(
+    name="local-node",
+    labels={"codex.dev/test-node": "true", "nvidia.com/gpu.present": "true"},
+    capacity={**DEFAULT_CAPACITY, "nvidia.com/gpu": "2"},
+)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    existing = os.environ.get("LOCALCLUSTER_WORKDIR")
+    if existing:
+        attached = LocalCluster.attach(existing)
+        if not attached.is_running():
+            pytest.fail(f"LOCALCLUSTER_WORKDIR={existing}: no running cluster there")
+        yield attached
+        return
+    # Not under pytest's basetemp: that is mode 0700, and pods running as non-root must reach their files.
+    workdir = Path(tempfile.mkdtemp(prefix="codex-localcluster-test-"))
+    workdir.chmod(0o755)
+    started = LocalCluster(workdir, nodes=[TEST_NODE])
+    try:
+        started.up()
+        yield started
+    finally:
+        started.down()
+        if os.environ.get("LOCALCLUSTER_KEEP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"\nlocalcluster files kept in {workdir}")
+
+
+@pytest.fixture
+def cluster_namespace(cluster: LocalCluster, request) -> Iterator[str]:
+    """A namespace of its own for one test, deleted (without waiting) afterwards."""
+    stem = request.node.name.lower().replace("_", "-")
+    name = "".join(ch for ch in stem if ch.isalnum() or ch == "-")[:40].strip("-") + "-" + uuid.uuid4().hex[:5]
+    cluster.create_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
