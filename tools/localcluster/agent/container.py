@@ -100,7 +100,9 @@ class Container:
         start_error = self.dir / "start-error"
         start_error.unlink(missing_ok=True)
         self.termination_log.write_text("")
-        spec = {**launch, "start_error": str(start_error), "agent_pid": os.getpid()}
+        rootfs = self.dir / "rootfs"
+        rootfs.mkdir(exist_ok=True)
+        spec = {**launch, "rootfs": str(rootfs), "start_error": str(start_error), "agent_pid": os.getpid()}
         spec_path = self.dir / "launch.json"
         spec_path.touch(mode=0o600)
         spec_path.write_text(json.dumps(spec))
@@ -170,7 +172,7 @@ class Container:
         start_error = self.dir / "start-error"
         reason = "Completed" if code == 0 else "Error"
         message = self._termination_message(code, log_path)
-        if start_error.exists():
+        if start_error.exists() and start_error.stat().st_size:
             reason, message = "StartError", start_error.read_text()[:MAX_MESSAGE]
         elif code == 128 + signal.SIGKILL and not self.kill_reason and _oom_kills() > self.oom_kills_at_start:
             reason = "OOMKilled"

@@ -1,25 +1,31 @@
-"""Container shim: set up a private mount namespace, drop privileges, exec the container's command.
+"""Container shim: give the process its own view of the filesystem, drop privileges, exec the command.
 
 Run by the agent as ``python -I -S mountns.py run SPEC.json`` (standard library
 only, so it starts in milliseconds) in a fresh session, with stdout and stderr
 already pointing at the container's log file. In order it:
 
-1. unshares a mount namespace (and a UTS namespace, so the hostname is the pod
-   name) and makes every mount private, so nothing below leaks to the host;
-2. for a non-root user, makes the agent's Python and state directory reachable
-   when an ancestor directory is not (``/root`` is 0700 where pyenv lives): a
-   tmpfs covers that ancestor and the needed directories are bound back;
-3. bind-mounts every volume at its mountPath (parents first, mount points
-   created when missing), then remounts the readOnly ones read-only;
-4. switches to the pod's runAsUser/runAsGroup/supplemental groups, enters
-   workingDir and execs the command, with SIGKILL as parent-death signal so a
-   dead agent leaves no container behind.
+1. unshares a mount namespace (and a UTS namespace: the hostname is the pod
+   name) and makes every mount private, so nothing below reaches the host;
+2. pivots into a new root: a tmpfs holding every top-level entry of the host's
+   ``/`` bind-mounted back. The container sees the host's files, but new
+   top-level entries (``/models``) are created in the tmpfs, not on the host;
+3. bind-mounts every volume at its mountPath, parents first. A missing mount
+   point is created in a private layer: the directory that would receive it is
+   "shadowed" (a tmpfs with that directory's entries bound back), so even
+   ``/etc/codex/spec.json`` or ``/dev/termination-log`` never touch the host.
+   Mount points inside another volume are created in that volume, as the
+   kubelet does. readOnly mounts are then remounted read-only;
+4. for a non-root user, shadows ancestors others may not traverse (``/root``,
+   0700, holds pyenv's Python) keeping only the entries the pod needs;
+5. switches to runAsUser/runAsGroup/supplemental groups, enters workingDir and
+   execs the command with SIGKILL as parent-death signal, so a dead agent
+   leaves no container behind.
 
-``enter PID SPEC.json`` joins the namespaces of a running container instead of
-creating new ones: that is how exec probes run.
+``enter PID SPEC.json`` joins the namespaces of a running container instead:
+that is how exec probes run.
 
-On any failure before exec it writes the error to ``start_error`` (a host path
-from the spec) and exits 128, which the agent reports as reason StartError.
+Any failure before exec is written to the ``start_error`` file and the shim
+exits 128; the agent reports it as reason StartError.
 """
 
 import ctypes
@@ -33,7 +39,9 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+SYS_PIVOT_ROOT = 155  # x86_64
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
@@ -49,49 +57,109 @@ def _mount(source, target, fstype, flags, data=None):
           f"mount {source} on {target}")
 
 
-def _mountpoint(target, is_dir):
-    if os.path.lexists(target):
-        return
-    if is_dir:
-        os.makedirs(target, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
-        open(target, "a").close()
+def _bind(source, target):
+    _mount(source, target, None, MS_BIND | MS_REC)
 
 
-def _blocked_ancestor(path):
-    """The first directory on the way to ``path`` that others may not traverse, or None."""
-    current = "/"
-    for part in path.strip("/").split("/")[:-1]:
-        current = os.path.join(current, part)
-        if not os.stat(current).st_mode & stat.S_IXOTH:
-            return current
-    return None
+class Rootfs:
+    """The container's filesystem view, built in its own mount namespace."""
 
+    def __init__(self):
+        self.private = set()  # directories whose new entries stay inside this container
+        self.volumes = []  # mount targets of volumes: entries created below them land in the volume
 
-def _expose(paths):
-    by_ancestor = {}
-    for path in paths:
-        blocked = _blocked_ancestor(path)
-        if blocked:
-            by_ancestor.setdefault(blocked, []).append(path)
-    for blocked, inner in sorted(by_ancestor.items()):
-        # Hold the directories open: after the tmpfs covers them, /proc/self/fd still reaches them.
-        handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in inner}
-        _mount("tmpfs", blocked, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-        for path, handle in sorted(handles.items()):
-            os.makedirs(path, exist_ok=True)
-            _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+    def _populate(self, directory, original, keep=None):
+        """Fill the tmpfs at ``directory`` with bind mounts of the entries of ``original``."""
+        for name in sorted(os.listdir(original)):
+            if keep is not None and name not in keep:
+                continue
+            source, target = os.path.join(original, name), os.path.join(directory, name)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+                continue
+            if os.path.isdir(source):
+                os.mkdir(target)
+            else:
+                open(target, "w").close()
+            _bind(source, target)
+
+    def pivot(self, new_root):
+        _mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        self._populate(new_root, "/")
+        os.mkdir(os.path.join(new_root, ".old-root"))
+        os.chdir(new_root)
+        _call(libc.syscall(SYS_PIVOT_ROOT, b".", b".old-root"), "pivot_root")
+        os.chdir("/")
+        _call(libc.umount2(b"/.old-root", MNT_DETACH), "umount old root")
+        os.rmdir("/.old-root")
+        self.private.add("/")
+
+    def shadow(self, directory, keep=None):
+        """Cover ``directory`` with a tmpfs holding its entries (or only ``keep``) bound back."""
+        handle = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+        try:
+            _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+            # /proc/self/fd still reaches the directory that the tmpfs now hides.
+            self._populate(directory, f"/proc/self/fd/{handle}", keep)
+        finally:
             os.close(handle)
+        self.private.add(directory)
 
+    def _writable_here(self, directory):
+        return directory in self.private or any(
+            directory == v or directory.startswith(v.rstrip("/") + "/") for v in self.volumes)
 
-def _bind_volumes(mounts):
-    for mount in mounts:
-        _mountpoint(mount["target"], os.path.isdir(mount["source"]))
-        _mount(mount["source"], mount["target"], None, MS_BIND | MS_REC)
-    for mount in mounts:
-        if mount["read_only"]:
-            _mount(None, mount["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    def mountpoint(self, target, is_dir):
+        """Make ``target`` exist with the right type without writing to the host; return its real path."""
+        target = os.path.normpath(target)
+        if os.path.lexists(target) and os.path.isdir(target) == is_dir:
+            return target
+        missing, parent = [], target
+        while not os.path.lexists(parent):
+            missing.insert(0, os.path.basename(parent))
+            parent = os.path.dirname(parent)
+        if parent == target:  # exists, but a file where a directory is wanted or the reverse
+            missing, parent = [os.path.basename(target)], os.path.dirname(target)
+        parent = os.path.realpath(parent)
+        if not self._writable_here(parent):
+            self.shadow(parent)
+        path = os.path.join(parent, missing[0])
+        if os.path.lexists(path):  # the wrong-typed entry, bound back into the shadow: replace it
+            libc.umount2(path.encode(), MNT_DETACH)
+            os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        for index, name in enumerate(missing):
+            path = os.path.join(parent, *missing[:index + 1])
+            if index == len(missing) - 1 and not is_dir:
+                open(path, "w").close()
+            else:
+                os.mkdir(path)
+                self.private.add(path)
+        return path
+
+    def bind_volumes(self, mounts):
+        for mount in mounts:
+            target = self.mountpoint(mount["target"], os.path.isdir(mount["source"]))
+            _bind(mount["source"], target)
+            self.volumes.append(target)
+            mount["resolved"] = target
+        for mount in mounts:
+            if mount["read_only"]:
+                _mount(None, mount["resolved"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+    def expose(self, paths):
+        """Let a non-root user reach ``paths``: shadow each untraversable ancestor, keeping only the way in."""
+        keep = {}
+        for path in paths:
+            current = "/"
+            for part in path.strip("/").split("/")[:-1]:
+                child = os.path.join(current, part)
+                if not os.stat(current).st_mode & stat.S_IXOTH:
+                    keep.setdefault(current, set()).add(part)
+                current = child
+            if current != "/" and not os.stat(current).st_mode & stat.S_IXOTH:
+                keep.setdefault(current, set()).add(os.path.basename(path))
+        for directory in sorted(keep, key=len):
+            self.shadow(directory, keep[directory])
 
 
 def _drop_privileges(spec):
@@ -129,10 +197,12 @@ def run(spec):
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     hostname = spec["hostname"].encode()[:64]
     _call(libc.sethostname(hostname, len(hostname)), "sethostname")
+    rootfs = Rootfs()
+    rootfs.pivot(spec["rootfs"])
     if spec["uid"] != 0:
-        _expose(spec["expose"])
-    _bind_volumes(spec["mounts"])
-    os.makedirs(spec["cwd"], exist_ok=True)
+        rootfs.expose(spec["expose"])
+    rootfs.bind_volumes(spec["mounts"])
+    rootfs.mountpoint(spec["cwd"], True)
     _drop_privileges(spec)
     _die_with_agent(spec["agent_pid"])
     _exec(spec)
@@ -152,18 +222,18 @@ def main():
     mode, spec_path = sys.argv[1], sys.argv[-1]
     with open(spec_path) as handle:
         spec = json.load(handle)
+    # Opened now: after pivot_root the host path may no longer be reachable.
+    error_file = open(spec["start_error"], "w") if spec.get("start_error") else None
     try:
         if mode == "run":
             run(spec)
         else:
             enter(int(sys.argv[2]), spec)
     except Exception as err:  # noqa: BLE001 - every failure becomes the container's StartError
-        message = f"{type(err).__name__}: {err}" if not isinstance(err, (OSError, RuntimeError)) else str(err)
-        try:
-            with open(spec["start_error"], "w") as handle:
-                handle.write(message)
-        except OSError:
-            pass
+        message = str(err) if isinstance(err, (OSError, RuntimeError)) else f"{type(err).__name__}: {err}"
+        if error_file:
+            error_file.write(message)
+            error_file.flush()
         print(f"localcluster: cannot start container: {message}", file=sys.stderr)
         sys.exit(128)
 
