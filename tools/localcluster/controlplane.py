@@ -79,6 +79,9 @@ def apiserver_args(binary: Path, pki: Pki, ports: Ports, cert_dir: Path) -> list
         # `kubectl logs/exec` reach the node agent's kubelet API over TLS with a client certificate.
         f"--kubelet-client-certificate={pki.kubelet_client_crt}", f"--kubelet-client-key={pki.kubelet_client_key}",
         f"--kubelet-certificate-authority={pki.ca_crt}", "--kubelet-preferred-address-types=InternalIP",
+        # The `kubernetes` Service would get 127.0.0.1 as endpoint, which validation refuses (loopback);
+        # pods reach the apiserver through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
+        "--endpoint-reconciler-type=none",
         "--profiling=false", "--v=1",
     ]
 

@@ -10,23 +10,20 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 from .. import layout
 from . import status as pod_status
-from .config import entrypoint, image_problem
+from . import launch as launch_spec
+from .config import image_problem
 from .container import Container
-from .env import ConfigError, EnvResolver, expand
+from .env import ConfigError
 from .kube import now_rfc3339
 from .volumes import PodVolumes, VolumeError
 
 log = logging.getLogger(__name__)
 DEFAULT_GRACE = 30
-NONROOT_UID = 65532  # the user our images run as when a pod asks for runAsNonRoot without runAsUser
 RETRY_MAX = 30.0
 TERMINAL = ("Succeeded", "Failed")
 
@@ -201,8 +198,9 @@ class PodWorker(threading.Thread):
     # ----- containers -------------------------------------------------------------------------------------
     def _start(self, container: Container, now: float) -> None:
         try:
-            launch = self._launch(container)
-        except ConfigError as err:
+            launch = launch_spec.build(self.kube, self.config, self._view(), container.spec, self.volumes,
+                                       container.termination_log, self.home, self.gpus, self._allocatable())
+        except (ConfigError, VolumeError, OSError, ValueError) as err:
             container.set_waiting("CreateContainerConfigError", str(err))
             container.next_start = now + min(2.0 * (1 + container.restart_count), RETRY_MAX)
             self._event("Warning", "Failed", f"Error: {err}", container.name)
@@ -213,61 +211,6 @@ class PodWorker(threading.Thread):
         container.launch = launch
         container.start(launch, log_path, self.wake)
         self._event("Normal", "Started", f"Started container {container.name}", container.name)
-
-    def _launch(self, container: Container) -> dict:
-        """Everything the shim needs to start ``container``: argv, env, mounts, identity, cwd."""
-        spec = container.spec
-        uid, gid, groups = self._identity(spec)
-        self.home.mkdir(parents=True, exist_ok=True)
-        if uid != 0:
-            os.chown(self.home, uid, gid)
-        env = EnvResolver(self.kube, self._view(), self._allocatable()).resolve(spec, self._base_env(spec))
-        command = spec.get("command") or entrypoint(spec.get("image", ""))
-        argv = [expand(part, env.get) for part in [*command, *(spec.get("args") or [])]]
-        if not argv:
-            raise ConfigError(f"no command specified, and image {spec.get('image')} has no entrypoint "
-                              "in the local node's table")
-        mounts = self.volumes.mounts(spec, env, container.termination_log)
-        python_prefix = Path(os.path.realpath(sys.executable)).parent.parent
-        return {
-            "argv": argv, "env": env, "uid": uid, "gid": gid, "groups": groups,
-            "cwd": spec.get("workingDir") or str(self.home), "hostname": self.pod_name[:63],
-            "mounts": [m.__dict__ for m in mounts],
-            "expose": sorted({str(python_prefix), str(self.config.bin_dir.parent), str(self.config.state_dir)}),
-        }
-
-    def _identity(self, spec: dict) -> tuple[int, int, list[int]]:
-        pod_security = self.pod["spec"].get("securityContext") or {}
-        security = {**pod_security, **{k: v for k, v in (spec.get("securityContext") or {}).items()
-                                       if v is not None}}
-        non_root = bool(security.get("runAsNonRoot"))
-        uid = security.get("runAsUser")
-        if uid is None:
-            uid = NONROOT_UID if non_root else 0
-        gid = security.get("runAsGroup")
-        if gid is None:
-            gid = NONROOT_UID if uid == NONROOT_UID and security.get("runAsUser") is None else 0
-        if non_root and uid == 0:
-            raise ConfigError("container has runAsNonRoot and image will run as root")
-        groups = set(pod_security.get("supplementalGroups") or [])
-        if pod_security.get("fsGroup") is not None:
-            groups.add(int(pod_security["fsGroup"]))
-        return int(uid), int(gid), sorted(groups)
-
-    def _base_env(self, spec: dict) -> dict[str, str]:
-        port = str(self.config.apiserver_port)
-        env = {
-            "PATH": self.config.container_path, "HOSTNAME": self.pod_name, "HOME": str(self.home),
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port,
-            "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://127.0.0.1:{port}",
-            **self.config.host_env,
-        }
-        # Like the NVIDIA device plugin: a container sees exactly the GPUs it was allocated, others none.
-        wanted = int(((spec.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0) or 0)
-        visible = ",".join(str(i) for i in self.gpus[:wanted])
-        env["CUDA_VISIBLE_DEVICES"] = visible
-        env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
-        return env
 
     def _on_exit(self, container: Container, code: int) -> None:
         policy = self.restart_policy

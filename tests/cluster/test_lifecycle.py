@@ -1,0 +1,75 @@
+"""`up` and `down` themselves: a second cluster beside the session one, a warm start, no orphans."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localcluster import LocalCluster, NodeSpec
+from localcluster.procs import ProcessRecord, is_alive
+
+pytestmark = pytest.mark.cluster
+
+TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
+WARM_UP_SECONDS = 20
+
+
+def _cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "localcluster", "--workdir", str(workdir), *args],
+                          capture_output=True, text=True, timeout=180, cwd=TOOLS_DIR)
+
+
+def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("second-cluster")
+    workdir.chmod(0o755)
+    up = _cli(workdir, "up", "--node", "side-node", "--gpu", "1")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == f"KUBECONFIG={workdir / 'kubeconfig'}"
+    second = LocalCluster.attach(workdir)
+    try:
+        assert second.state["up_seconds"] < WARM_UP_SECONDS, second.state["up_seconds"]
+        assert second.state["ports"]["apiserver"] != cluster.state["ports"]["apiserver"]
+        assert second.state["pod_cidr"] != cluster.state["pod_cidr"]
+        assert _cli(workdir, "env").stdout.strip() == f"KUBECONFIG={workdir / 'kubeconfig'}"
+
+        nodes = [n["metadata"]["name"] for n in second.get_json("nodes")["items"]]
+        assert nodes == ["side-node"]
+        assert second.get_json("node/side-node")["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "long", "namespace": "default"},
+               "spec": {"containers": [{"name": "main", "image": "codex-operator:dev",
+                                        "command": ["python", "-c", "import time; print('on', flush=True); "
+                                                                    "time.sleep(600)"]}]}}
+        second.apply(pod)
+        second.wait_for("the pod to run", lambda: "on" in _logs(second, "long"), timeout=60)
+        assert _cli(workdir, "logs", "default", "long").stdout == "on\n"
+        containers = [ProcessRecord(**json.loads(p.read_text()))
+                      for p in (workdir / "agent" / "running").glob("*.json")]
+        assert len(containers) == 1 and is_alive(containers[0])
+        daemons = [ProcessRecord(**r) for r in second.state["processes"]]
+        assert sorted(r.name for r in daemons) == sorted(
+            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent"])
+    finally:
+        down = _cli(workdir, "down")
+    assert down.returncode == 0, down.stderr
+    assert not [r.name for r in daemons + containers if is_alive(r)]
+    assert second.state["pod_cidr"] not in subprocess.run(["ip", "route", "show", "table", "local"],
+                                                          capture_output=True, text=True).stdout
+    # The session cluster is untouched.
+    assert cluster.is_running()
+    assert cluster.kubectl("get", "node", "local-node", "-o", "name").stdout.strip() == "node/local-node"
+
+
+def _logs(cluster: LocalCluster, pod: str) -> str:
+    try:
+        return cluster.pod_logs("default", pod)
+    except LookupError:
+        return ""
+
+
+def test_node_spec_capacity_defaults_are_merged():
+    spec = NodeSpec("n", capacity={"nvidia.com/gpu": "4"}).to_dict()
+    assert spec["capacity"]["nvidia.com/gpu"] == "4" and spec["capacity"]["pods"] == "110"
