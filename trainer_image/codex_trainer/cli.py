@@ -1,25 +1,164 @@
-"""``codex-train``: run (in-cluster), local (laptop, no cluster) and prepare-embedded."""
+"""``codex-train``: run one CodexTrainingRun in a cluster, run it on a laptop, or prepare the embedded models.
+
+Exit codes follow codex_api.contract: 0 success, 42 invalid spec or data, 43 gates not met,
+44 preempted (a checkpoint was saved), 45 transient.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Optional
+
+from codex_api import contract, paths
+
+from .config import TrainerEnv
+from .errors import InvalidSpecError, TrainerError, TransientError
+from .logs import Redactor, setup_logging
+
+log = logging.getLogger("codex_trainer")
+
+
+def execute(recipe) -> int:
+    """The stages in order; any trainer error becomes its exit code and a report."""
+    try:
+        recipe.setup()
+        recipe.train()
+        recipe.evaluate()
+        recipe.save()
+        return recipe.report()
+    except TrainerError as error:
+        log.error(json.dumps({"event": "failed", "reason": error.reason, "message": recipe.redact(str(error))}))
+        return recipe.report_failure(error)
+    except Exception as error:  # a bug or an OOM: retryable, reported without the traceback's secrets
+        log.exception(json.dumps({"event": "crashed", "error": type(error).__name__}))
+        return recipe.report_failure(TransientError(f"{type(error).__name__}: {recipe.redact(str(error))}"))
+
+
+def _fail_early(error: TrainerError, env: TrainerEnv) -> int:
+    """A report for errors before the recipe exists (an unreadable or invalid spec)."""
+    from .report import build_report, write_report
+
+    log.error(json.dumps({"event": "failed", "reason": error.reason, "message": str(error)}))
+    write_report(build_report("Failed", error.reason, str(error), Redactor([env.hf_token])),
+                 env.termination_message_path)
+    return error.exit_code
+
+
+def _load_run(path: Path):
+    import yaml
+    from codex_api import CodexTrainingRun, SpecError, parse
+
+    try:
+        return parse(CodexTrainingRun, yaml.safe_load(path.read_text()))
+    except OSError as error:
+        raise InvalidSpecError(f"{path}: cannot read the run ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise InvalidSpecError(f"{path}: not valid YAML ({error})") from None
+    except SpecError as error:
+        raise InvalidSpecError("; ".join(error.problems)) from None
+
+
+def _launch_torchrun(topology, argv: list[str]) -> int:
+    """Run this command again under torchrun; keep the exit-code contract and forward SIGTERM."""
+    from .launcher import ENV_RESULT_DIR, node_exit_code, torchrun_argv
+
+    with tempfile.TemporaryDirectory(prefix="codex-result-") as result_dir:
+        child = subprocess.Popen(torchrun_argv(topology, argv), env={**os.environ, ENV_RESULT_DIR: result_dir})
+        signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+        code = child.wait()
+        return node_exit_code(Path(result_dir), code, contract.EXIT_TRANSIENT)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .launcher import ENV_RESULT_DIR, needs_torchrun, result_file, topology_from_env
+
+    env = TrainerEnv.from_env()
+    setup_logging(Redactor([env.hf_token]))
+    try:
+        topology = topology_from_env(os.environ)
+        if needs_torchrun(topology, os.environ):
+            return _launch_torchrun(topology, ["run", "--config", str(args.config)])
+        run = _load_run(args.config)
+    except TrainerError as error:
+        return _fail_early(error, env)
+    from .checkpoints import PreemptionGuard
+    from .progress import LogSink, StatusPatcher
+    from .recipe import Recipe
+
+    sinks = [LogSink()]
+    if env.run_name and env.run_namespace:
+        sinks.append(StatusPatcher(env.run_name, env.run_namespace))
+    code = execute(Recipe(run, env, sinks=sinks, guard=PreemptionGuard().install(), hub_endpoint=env.hf_endpoint))
+    if os.environ.get(ENV_RESULT_DIR):
+        result_file(Path(os.environ[ENV_RESULT_DIR]), int(os.environ.get("LOCAL_RANK", "0"))).write_text(str(code))
+    return code
+
+
+def _local(args: argparse.Namespace) -> int:
+    from .checkpoints import PreemptionGuard
+    from .local import ConsoleBar, final_table, load_manifest, local_env, stage_local_data, with_tiny_model
+    from .recipe import Recipe
+
+    process_env = TrainerEnv.from_env()
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = open(workdir / "trainer.log", "a", encoding="utf-8")
+    setup_logging(Redactor([process_env.hf_token]), stream=sys.stderr if args.verbose else log_file)
+    try:
+        run, documents = load_manifest(args.manifest, args.run)
+    except TrainerError as error:
+        print(f"codex-train local: {error}", file=sys.stderr)
+        return error.exit_code
+    if args.tiny:
+        run = with_tiny_model(run)
+    env = local_env(workdir, run, process_env, fresh=not args.resume)
+    stage_local_data(run, documents, env.data_root)
+    print(f"codex-train local: {run.metadata.name} on {run.spec.base_model.embedded or run.spec.base_model.hub or 'pvc'}"
+          f" (logs: {workdir / 'trainer.log'})")
+    recipe = Recipe(run, env, sinks=[ConsoleBar()], guard=PreemptionGuard().install(), output_dir=args.output,
+                    hub_endpoint=env.hf_endpoint)
+    code = execute(recipe)
+    if code in (contract.EXIT_OK, contract.EXIT_GATES_NOT_MET):
+        final_table(recipe.results, code, recipe.output_dir())
+    else:
+        print(f"codex-train local: failed ({code}): {env.termination_message_path.read_text()}", file=sys.stderr)
+    return code
 
 
 def _prepare_embedded(args: argparse.Namespace) -> int:
     from .embedded import prepare_all
 
+    setup_logging(Redactor())
     for name, path in prepare_all(args.models_dir).items():
         print(json.dumps({"event": "embedded.ready", "model": name, "dir": str(path)}))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codex-train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="codex-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the CodexTrainingRun the operator mounted (in-cluster)")
+    run.add_argument("--config", type=Path, default=Path(paths.SPEC_FILE), help="the rendered run (YAML)")
+    run.set_defaults(func=_run)
+    local = commands.add_parser("local", help="run a CodexTrainingRun from a manifest on this machine")
+    local.add_argument("manifest", type=Path, help="multi-document YAML with the run and its ConfigMaps")
+    local.add_argument("--run", help="the run's name when the file holds several")
+    local.add_argument("--tiny", action="store_true", help="swap the base model for the embedded tiny-llama")
+    local.add_argument("--output", type=Path, default=None, help="adapter directory (default: the output PVC path "
+                       "under the workdir)")
+    local.add_argument("--workdir", type=Path, default=Path(".codex-local"), help="data, checkpoints and logs")
+    local.add_argument("--resume", action="store_true", help="resume from the workdir's checkpoints")
+    local.add_argument("--verbose", action="store_true", help="stream the JSON logs to stderr")
+    local.set_defaults(func=_local)
     prepare = commands.add_parser("prepare-embedded", help="materialise the embedded models (image build time)")
     prepare.add_argument("--models-dir", type=Path, default=None,
                          help="target directory (default: /opt/codex/models if writable, else the user cache)")
@@ -27,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -32,6 +32,8 @@ class TrainerEnv:
     run_namespace: Optional[str] = None
     image: Optional[str] = None
     hf_token: Optional[str] = field(default=None, repr=False)
+    # HF_ENDPOINT, for a Hub mirror or a private Hub; unset means huggingface.co.
+    hf_endpoint: Optional[str] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrainerEnv":
@@ -49,6 +51,7 @@ class TrainerEnv:
             run_namespace=env.get(paths.ENV_RUN_NAMESPACE) or None,
             image=env.get(paths.ENV_IMAGE) or None,
             hf_token=env.get(paths.ENV_HF_TOKEN) or None,
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
         )
 
 

@@ -26,16 +26,29 @@ def status_of(error: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # huggingface_hub 2.x talks through httpx2; older releases through httpx or requests.
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import requests
+
+        errors += [requests.ConnectionError, requests.Timeout]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def is_retryable(error: BaseException) -> bool:
     """True for 408/429/5xx answers and for connection-level failures."""
-    import httpx
-    import requests
-
     if isinstance(error, HfHubHTTPError):
         status = status_of(error)
         return status is None or status in RETRYABLE_STATUS or status >= 500
-    return isinstance(error, (httpx.TransportError, requests.ConnectionError, requests.Timeout, ConnectionError,
-                              TimeoutError))
+    return isinstance(error, _transport_errors())
 
 
 def hub_error(error: BaseException, field: str, repo_id: str, revision: str | None = None) -> TrainerError:

@@ -1,0 +1,279 @@
+"""The training recipe: one CodexTrainingRun from data to a published, gated adapter."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+import torch
+from codex_api import contract, paths
+from codex_api.training_run import Artifact, CodexTrainingRun, Lineage, Metrics
+
+from . import arguments, modeling
+from .checkpoints import (CheckpointCallback, PreemptionCallback, PreemptionGuard, ResumeState,
+                          find_resume_checkpoint)
+from .config import TrainerEnv
+from .data import PreparedData, load_tasks, prepare_dataset
+from .errors import Preempted, TrainerError
+from .evaluation import (completion_loss, correct_per_task, generate_completions, generation_prompt, perplexity,
+                         samples_table, score_samples)
+from .gates import mean_pass_at_k, verdict
+from .logs import Redactor, event
+from .progress import ProgressTracker, Sink
+from .publish import adapter_digest, push_folder, save_adapter, write_model_card, write_results
+from .report import build_report, write_report
+
+
+class Recipe:
+    """Fine-tune, evaluate and publish one CodexTrainingRun; stages run in the order of the methods.
+
+    ===========================  =========================================================
+    spec field                   where it is used
+    ===========================  =========================================================
+    baseModel                    modeling.resolve_model / load_base_model (hub, pvc, embedded)
+    dataset                      data.prepare_dataset: format, validationSplit, seed, maxRecords
+    method, lora, training       TRL SFTTrainer / DPOTrainer with a peft LoraConfig (arguments.py)
+    checkpointing                saveSteps, keepLast, resume from the newest complete checkpoint
+    evaluation                   eval loss, perplexity, pass@k and gates (evaluation.py, gates.py)
+    output                       the adapter folder (pvc path or scratch) and the Hub push
+    ===========================  =========================================================
+
+    Raises:
+        InvalidSpecError: the model cannot be found or loaded as asked (exit 42).
+        InvalidDataError: a record is malformed or no record is left (exit 42).
+        Preempted: SIGTERM; a checkpoint was saved (exit 44).
+        TransientError: the Hub or the network failed (exit 45).
+    """
+
+    def __init__(self, run: CodexTrainingRun, env: TrainerEnv, *, sinks: Optional[list[Sink]] = None,
+                 guard: Optional[PreemptionGuard] = None, output_dir: Optional[Path] = None,
+                 hub_endpoint: Optional[str] = None, push_base_delay: float = 1.0):
+        self.run, self.spec, self.env = run, run.spec, env
+        self.guard = guard or PreemptionGuard()
+        self.tracker = ProgressTracker(sinks or [])
+        self.redact = Redactor([env.hf_token])
+        self.output_dir_override, self.hub_endpoint, self.push_base_delay = output_dir, hub_endpoint, push_base_delay
+        self.cuda = torch.cuda.is_available()
+        self.metrics = Metrics()
+        self.lineage = Lineage(config_hash=arguments.canonical_hash(run.spec.to_wire()), image=env.image)
+        self.gates = self.artifact = None
+        self.results: dict[str, Any] = {"run": {"name": run.metadata.name, "namespace": run.metadata.namespace}}
+        self.timings: dict[str, float] = {}
+
+    # ---- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        started = time.monotonic()
+        self.tracker.set_stage("prepare")
+        self.data = self._setup_data(self.spec.dataset)
+        self.tasks = self._setup_tasks(self.spec.evaluation)
+        self.args = self._setup_args(self.spec.method)
+        self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
+                                               models_dir=self.env.models_dir, data_root=self.env.data_root)
+        self.lineage = self.lineage.model_copy(update={"base_model_revision": self.resolved.revision})
+        self.tokenizer = modeling.load_tokenizer(self.resolved)
+        self.model = self._setup_model(self.spec.lora)
+        self.resume_from, self.resume_state = self._setup_resume(self.spec.checkpointing)
+        self.trainer = self._setup_trainer(self.spec.method)
+        self.timings["setup_seconds"] = round(time.monotonic() - started, 2)
+
+    def _setup_data(self, dataset_spec) -> PreparedData:
+        data = prepare_dataset(dataset_spec, self.env.data_root, self.env.hf_token)
+        event("prepare", "data.ready", **data.summary())
+        self.lineage = self.lineage.model_copy(update={"dataset_sha256": data.sha256})
+        return data
+
+    def _setup_tasks(self, evaluation) -> list:
+        if evaluation.tasks is None:
+            return []
+        tasks, digest = load_tasks(evaluation.tasks, self.env.data_root, self.env.hf_token)
+        event("prepare", "tasks.ready", tasks=len(tasks), sha256=digest)
+        return tasks
+
+    def _setup_args(self, method: str):
+        from trl import DPOConfig, SFTConfig
+
+        flags, note = arguments.precision_flags(self.spec.training.precision, self.cuda,
+                                                self.cuda and torch.cuda.is_bf16_supported())
+        if note:
+            event("prepare", "precision.fallback", requested=self.spec.training.precision, note=note)
+        common = arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda,
+                                         self.cuda and torch.cuda.is_bf16_supported())
+        if method == "dpo":
+            args = DPOConfig(**common, **arguments.dpo_kwargs(self.spec))
+        else:
+            args = SFTConfig(**common, **arguments.sft_kwargs(self.spec))
+        _ = args.device  # initialises the process group and pins this rank's GPU before the model loads
+        self.is_main = args.process_index == 0
+        if not self.is_main:
+            self.tracker.sinks = []  # one rank reports progress
+        return args
+
+    def _setup_model(self, lora):
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+        model = modeling.load_base_model(self.resolved, dtype=dtype, quantization=lora.quantization,
+                                         device=str(self.args.device) if lora.quantization == "none" else None)
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def _setup_resume(self, checkpointing) -> tuple[Optional[Path], ResumeState]:
+        self.env.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        current = ResumeState(step=0, epoch=0.0, seed=self.spec.training.seed, data_sha256=self.data.sha256,
+                              config_hash=arguments.training_config_hash(self.spec),
+                              train_records=len(self.data.train), world_size=self.args.world_size)
+        path, saved = find_resume_checkpoint(self.env.checkpoint_dir, remove_incomplete=self.is_main)
+        if path is not None:
+            event("prepare", "resume", checkpoint=path.name, step=saved.step, epoch=saved.epoch)
+            for difference in saved.disagreements(current):
+                event("prepare", "resume.config_differs", detail=difference)
+        self.checkpoint_callback = CheckpointCallback(self.env.checkpoint_dir, checkpointing.keep_last, current)
+        return path, current
+
+    def _setup_trainer(self, method: str):
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import PrinterCallback, ProgressCallback
+        from trl import DPOTrainer, SFTTrainer
+
+        self.preemption = PreemptionCallback(self.guard)
+        trainer_class = DPOTrainer if method == "dpo" else SFTTrainer
+        trainer = trainer_class(
+            model=self.model, args=self.args, processing_class=self.tokenizer,
+            train_dataset=Dataset.from_list(self.data.train),
+            eval_dataset=Dataset.from_list(self.data.validation) if self.data.validation else None,
+            peft_config=LoraConfig(**arguments.lora_kwargs(self.spec.lora)),
+            callbacks=[self.checkpoint_callback, self.preemption, self.tracker],
+        )
+        # Progress goes through ProgressTracker; the Trainer's own printers would duplicate it on stdout.
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        event("prepare", "trainer.ready", method=method, trainable_parameters=trainable, total_parameters=total,
+              world_size=self.args.world_size, device=str(self.args.device))
+        return trainer
+
+    # ---- train ---------------------------------------------------------------------------------
+    def train(self) -> None:
+        started = time.monotonic()
+        self.tracker.set_stage("train")
+        self.guard.in_training = True
+        try:
+            output = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        finally:
+            self.guard.in_training = False
+        if self.preemption.stopped_at is not None:
+            raise Preempted(f"SIGTERM during training; checkpoint-{self.preemption.stopped_at} saved")
+        losses = [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
+        self.metrics = self.metrics.model_copy(update={
+            "train_loss": round(float(output.training_loss), 6) if losses else None,
+            "train_tokens": int(self.trainer.state.num_input_tokens_seen or 0) or None,
+        })
+        self.results["train"] = {"steps": self.trainer.state.global_step, "epoch": self.trainer.state.epoch,
+                                 "resumed_from": self.resume_from.name if self.resume_from else None,
+                                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                                 "losses": losses}
+        self.timings["train_seconds"] = round(time.monotonic() - started, 2)
+        event("train", "done", **{k: v for k, v in self.results["train"].items() if k != "losses"},
+              train_tokens=self.metrics.train_tokens, seconds=self.timings["train_seconds"])
+
+    # ---- evaluate ------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        started = time.monotonic()
+        self.tracker.set_stage("evaluate")
+        eval_loss = self._eval_loss()
+        if not self.is_main:
+            return
+        ppl = perplexity(eval_loss) if eval_loss is not None else None
+        scores, completions, pass_at_k = [], [], {}
+        if self.tasks:
+            evaluation = self.spec.evaluation
+            completions = generate_completions(
+                self.trainer.model, self.tokenizer, [generation_prompt(task.prompt) for task in self.tasks],
+                samples=evaluation.samples_per_task, max_new_tokens=evaluation.max_new_tokens,
+                temperature=evaluation.temperature, seed=self.spec.training.seed,
+                batch_size=max(1, 32 // evaluation.samples_per_task))
+            scores = score_samples(self.tasks, completions, evaluation.timeout_seconds)
+            pass_at_k = mean_pass_at_k(correct_per_task(self.tasks, scores), evaluation.k)
+        self.metrics = self.metrics.model_copy(update={
+            "eval_loss": None if eval_loss is None else round(eval_loss, 6), "perplexity": ppl,
+            "pass_at_k": pass_at_k})
+        self.gates = verdict(scores, self.spec.evaluation.thresholds, ppl)
+        self.results["samples"] = samples_table(scores, completions)
+        self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
+        event("evaluate", "done", **self.metrics.to_wire(), gates=self.gates.to_wire())
+
+    def _eval_loss(self) -> Optional[float]:
+        if not self.data.validation:
+            event("evaluate", "eval_loss.skipped", reason="no validation records")
+            return None
+        if self.spec.method == "dpo":
+            pairs = [(r["prompt"], r["chosen"]) for r in self.data.validation]
+            return completion_loss(self.trainer.model, self.tokenizer, pairs, self.spec.training.max_seq_length)
+        loss = self.trainer.evaluate()["eval_loss"]
+        return None if math.isnan(loss) else float(loss)
+
+    # ---- save ----------------------------------------------------------------------------------
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        self.tracker.set_stage("save")
+        output_dir = self.output_dir()
+        self.tokenizer.padding_side = "right"
+        save_adapter(self.trainer.model, self.tokenizer, output_dir, self.run)
+        digest, size = adapter_digest(output_dir)
+        pvc = self.spec.output.pvc
+        self.artifact = Artifact(revision=f"sha256:{digest}", size_bytes=size,
+                                 path=pvc.path if pvc else None, claim_name=pvc.claim_name if pvc else None)
+        self.results.update(self._summary())
+        write_model_card(output_dir, self.run, self.results)
+        write_results(output_dir, self.results)
+        event("save", "saved", dir=str(output_dir), bytes=size, sha256=digest)
+        hub = self.spec.output.hub
+        if hub is not None:
+            self.tracker.set_stage("push")
+            commit = push_folder(output_dir, hub, self.env.hf_token, f"codex-operator: {self.run.metadata.name}",
+                                 endpoint=self.hub_endpoint, base_delay=self.push_base_delay)
+            self.artifact = self.artifact.model_copy(update={"hub_repo": hub.repo_id, "commit_sha": commit,
+                                                              "revision": commit})
+            self.results.update(self._summary())
+            write_results(output_dir, self.results)
+
+    def output_dir(self) -> Path:
+        if self.output_dir_override is not None:
+            return self.output_dir_override
+        if self.spec.output.pvc is not None:
+            return Path(paths.pvc_file(self.spec.output.pvc, PurePosixPath(self.env.data_root)))
+        return self.env.scratch_dir / "adapter"
+
+    def _summary(self) -> dict[str, Any]:
+        sections = {"metrics": self.metrics, "gates": self.gates, "artifact": self.artifact, "lineage": self.lineage}
+        return {**{k: v.to_wire() if v is not None else None for k, v in sections.items()},
+                "data": self.data.summary() if hasattr(self, "data") else None, "timings": self.timings,
+                "hyperparameters": {"method": self.spec.method, "lora": self.spec.lora.to_wire(),
+                                    "training": self.spec.training.to_wire()}}
+
+    # ---- report --------------------------------------------------------------------------------
+    def report(self) -> int:
+        """Write the termination message; the exit code says whether the gates passed."""
+        if not self.is_main:
+            return contract.EXIT_OK
+        self.tracker.set_stage("report")
+        passed = self.gates is None or self.gates.passed
+        reason = contract.REASON_SUCCEEDED if passed else contract.REASON_GATES_NOT_MET
+        failed = [n for n, g in (self.gates.to_wire() if self.gates else {}).items() if isinstance(g, dict)
+                  and not g["passed"]]
+        message = "adapter published" if passed else f"gates not met: {', '.join(failed)}; adapter kept, not promoted"
+        write_report(build_report("Succeeded" if passed else "Failed", reason, message, self.redact,
+                                  metrics=self.metrics, gates=self.gates, artifact=self.artifact,
+                                  lineage=self.lineage), self.env.termination_message_path)
+        return contract.EXIT_OK if passed else contract.EXIT_GATES_NOT_MET
+
+    def report_failure(self, error: TrainerError) -> int:
+        """The report for a run that stopped early; the exit code comes from the error's kind."""
+        if getattr(self, "is_main", True):
+            write_report(build_report("Failed", error.reason, str(error), self.redact, metrics=self.metrics,
+                                      artifact=self.artifact, lineage=self.lineage),
+                         self.env.termination_message_path)
+        return error.exit_code
