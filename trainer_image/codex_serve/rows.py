@@ -1,0 +1,150 @@
+"""One generated sequence ("row" of a batch): its sampling settings, its text, and how it ends.
+
+Runs on the generation thread. Each new token is decoded into a text delta that is
+released only once it can no longer be part of a stop string; the deltas and the
+final reason go to the request's queue on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+# Finish reasons as the OpenAI API spells them; "cancelled" never reaches a client.
+STOP = "stop"
+LENGTH = "length"
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Delta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    index: int
+    reason: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    index: int
+    message: str
+
+
+Event = Union[Delta, Finished, Failed]
+
+
+class StopStringText:
+    """Incremental detokenisation with stop strings held back until they can be ruled out."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.released = 0
+        self.stopped = False
+
+    def add(self, token_id: int) -> str:
+        """Append one token; return the text that became safe to release."""
+        self.token_ids.append(token_id)
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""  # a multi-byte character is still incomplete
+        self.text = text
+        cut = self._first_stop()
+        if cut is not None:
+            self.stopped = True
+            return self._release(cut)
+        return self._release(len(text) - self._partial_stop_suffix())
+
+    def finish(self) -> str:
+        """The text still held back, once the sequence ended without a stop string."""
+        return "" if self.stopped else self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        if end <= self.released:
+            return ""
+        out, self.released = self.text[self.released:end], end
+        return out
+
+    def _first_stop(self) -> Optional[int]:
+        hits = [i for i in (self.text.find(s, self.released) for s in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _partial_stop_suffix(self) -> int:
+        """Length of the longest text suffix that is a proper prefix of some stop string."""
+        longest = 0
+        for stop in self.stop:
+            for size in range(min(len(stop) - 1, len(self.text) - self.released), longest, -1):
+                if self.text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+
+@dataclass
+class Row:
+    """A sequence in flight. ``step`` is called on the generation thread with each new token."""
+
+    index: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    # Delivers events to the request; must be safe to call from the generation thread.
+    sink: Callable[[Event], None]
+    eos_ids: frozenset[int] = frozenset()
+    text: Optional[StopStringText] = None
+    cancelled: bool = False
+    finished: bool = False
+    generated: int = field(default=0)
+
+    def emit(self, event: Event) -> None:
+        self.sink(event)
+
+    def step(self, token_id: int) -> bool:
+        """Take one generated token; True once the row has finished."""
+        if self.cancelled:
+            return self.finish(CANCELLED)
+        if token_id in self.eos_ids:
+            return self.finish(STOP)
+        self.generated += 1
+        delta = self.text.add(token_id)
+        if delta:
+            self.emit(Delta(self.index, delta))
+        if self.text.stopped:
+            return self.finish(STOP)
+        if self.generated >= self.params.max_tokens:
+            return self.finish(LENGTH)
+        return False
+
+    def finish(self, reason: str) -> bool:
+        if self.finished:
+            return True
+        self.finished = True
+        if reason != CANCELLED:
+            rest = self.text.finish()
+            if rest:
+                self.emit(Delta(self.index, rest))
+        self.emit(Finished(self.index, reason, self.generated))
+        return True
+
+    def fail(self, message: str) -> None:
+        if not self.finished:
+            self.finished = True
+            self.emit(Failed(self.index, message))
