@@ -264,3 +264,51 @@ def test_missing_secret_is_a_config_error_until_it_exists(cluster, cluster_names
                         "Succeeded once the Secret exists", timeout=60)
     assert _container(done)["state"]["terminated"]["exitCode"] == 0
     assert cluster.pod_logs(ns, "needs-secret") == "finally\n"
+
+
+def test_init_containers_run_in_order_and_the_sidecar_ends_with_the_pod(cluster, cluster_namespace):
+    ns = cluster_namespace
+    step = lambda name, script, **extra: {"name": name, "image": TRAINER, "command": ["python", "-c", script],  # noqa
+                                          "volumeMounts": [{"name": "work", "mountPath": "/work"}], **extra}
+    sidecar_script = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+                      "open('/work/sidecar', 'w').write('up')\ntime.sleep(600)")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ordered"}, "spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+        "initContainers": [
+            step("first", "open('/work/steps', 'a').write('first,')"),
+            step("second", "open('/work/steps', 'a').write('second,')"),
+            # Started (and so letting `main` run) once its startup probe sees the file.
+            step("sidecar", sidecar_script, restartPolicy="Always",
+                 startupProbe={"exec": {"command": ["test", "-f", "/work/sidecar"]}, "periodSeconds": 1}),
+        ],
+        "containers": [step("main", "import os; open('/dev/termination-log', 'w').write("
+                                    "open('/work/steps').read() + open('/work/sidecar').read())")],
+        "volumes": [{"name": "work", "emptyDir": {}}]}}
+    cluster.apply(pod, namespace=ns)
+    done = _wait_status(cluster, ns, "ordered", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+                        "finish", timeout=60)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert _container(done)["state"]["terminated"]["message"] == "first,second,up"
+    init = {s["name"]: s["state"]["terminated"] for s in done["status"]["initContainerStatuses"]}
+    assert [init[n]["reason"] for n in ("first", "second", "sidecar")] == ["Completed"] * 3
+
+
+def test_empty_dir_over_tmp_keeps_python_and_home(cluster, cluster_namespace):
+    """A common hardened pod: non-root, /tmp an emptyDir. The agent's workdir may live in /tmp too."""
+    ns = cluster_namespace
+    script = ("import json, os; open('/tmp/scratch', 'w').write('x'); "
+              "open('/dev/termination-log', 'w').write(json.dumps({'tmp': sorted(os.listdir('/tmp')), "
+              "'home_writable': os.access(os.environ['HOME'], os.W_OK), 'uid': os.getuid()}))")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hardened"}, "spec": {
+        "restartPolicy": "Never", "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+        "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+    cluster.apply(pod, namespace=ns)
+    done = _wait_status(cluster, ns, "hardened", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+                        "finish")
+    terminated = _container(done)["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    report = json.loads(terminated["message"])
+    assert report["home_writable"] and report["uid"] == 1000
+    assert "scratch" in report["tmp"]

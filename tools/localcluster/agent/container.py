@@ -167,7 +167,7 @@ class Container:
         self._signal(signal.SIGKILL)
         return 128 - code if code < 0 else code
 
-    def finish(self, code: int, log_path: Path, restart_policy: str, deleting: bool) -> bool:
+    def finish(self, code: int, log_path: Path, restart_policy: str, stopping: bool) -> bool:
         """Record the terminated state; decide whether to run again. Returns True if it will restart."""
         start_error = self.dir / "start-error"
         reason = "Completed" if code == 0 else "Error"
@@ -185,7 +185,7 @@ class Container:
         self.running_record.unlink(missing_ok=True)
         for prober in self.probers.values():
             prober.disarm()
-        restart = not deleting and (restart_policy == "Always" or self.sidecar
+        restart = not stopping and (restart_policy == "Always" or self.sidecar
                                     or (restart_policy == "OnFailure" and code != 0))
         if not restart:
             self.state, self.done = {"terminated": terminated}, True

@@ -6,8 +6,11 @@ ConfigMaps as they are now (and a missing one is a CreateContainerConfigError).
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
+import sysconfig
 from pathlib import Path
 
 from .config import AgentConfig, entrypoint
@@ -69,11 +72,20 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
         raise ConfigError(f"no command specified, and image {container.get('image')} has no entrypoint "
                           "in the local node's table")
     mounts = volumes.mounts(container, env, termination_log)
-    python_prefix = Path(os.path.realpath(sys.executable)).parent.parent
     return {
         "argv": argv, "env": env, "uid": uid, "gid": gid, "groups": groups,
         "cwd": container.get("workingDir") or str(home), "hostname": pod_name[:63],
         "mounts": [m.__dict__ for m in mounts],
-        # A non-root user must still reach the agent's Python (pyenv lives in 0700 /root) and its HOME.
-        "expose": sorted({str(python_prefix), str(config.bin_dir.parent), str(home)}),
+        "runtime_paths": sorted({*runtime_paths(config), str(home)}),
     }
+
+
+def runtime_paths(config: AgentConfig) -> list[str]:
+    """Directories every container needs whatever it mounts: the Python, the venv, editable sources."""
+    paths = {os.path.realpath(sys.base_prefix), str(config.bin_dir.parent)}
+    for finder in Path(sysconfig.get_paths()["purelib"]).glob("__editable___*_finder.py"):
+        # setuptools' editable finder maps each package to its source directory.
+        mapping = re.search(r"^MAPPING\s*(?::[^=]*)?=\s*(\{.*?\})\s*$", finder.read_text(), re.M | re.S)
+        if mapping:
+            paths.update(str(Path(p).parent) for p in ast.literal_eval(mapping.group(1)).values())
+    return sorted(paths)

@@ -15,8 +15,10 @@ already pointing at the container's log file. In order it:
    ``/etc/codex/spec.json`` or ``/dev/termination-log`` never touch the host.
    Mount points inside another volume are created in that volume, as the
    kubelet does. readOnly mounts are then remounted read-only;
-4. for a non-root user, shadows ancestors others may not traverse (``/root``,
-   0700, holds pyenv's Python) keeping only the entries the pod needs;
+4. keeps the runtime reachable: for a non-root user it shadows ancestors
+   others may not traverse (``/root``, 0700, holds pyenv's Python) keeping
+   only the way in, and a volume that covers a runtime path (an emptyDir at
+   ``/tmp`` over a workdir in ``/tmp``) gets that path bound back inside it;
 5. switches to runAsUser/runAsGroup/supplemental groups, enters workingDir and
    execs the command with SIGKILL as parent-death signal, so a dead agent
    leaves no container behind.
@@ -137,14 +139,26 @@ class Rootfs:
         return path
 
     def bind_volumes(self, mounts):
-        for mount in mounts:
-            target = self.mountpoint(mount["target"], os.path.isdir(mount["source"]))
-            _bind(mount["source"], target)
+        # Open every source first: a volume at /tmp would otherwise hide sources in a workdir under /tmp.
+        sources = [(os.open(m["source"], os.O_PATH), os.path.isdir(m["source"])) for m in mounts]
+        for mount, (handle, is_dir) in zip(mounts, sources):
+            target = self.mountpoint(mount["target"], is_dir)
+            _bind(f"/proc/self/fd/{handle}", target)
+            os.close(handle)
             self.volumes.append(target)
             mount["resolved"] = target
+
+    def seal_read_only(self, mounts):
         for mount in mounts:
             if mount["read_only"]:
                 _mount(None, mount["resolved"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+    def restore(self, handles):
+        """Bind back runtime paths that a volume covered (an emptyDir at /tmp hides a workdir under /tmp)."""
+        for path, handle in sorted(handles.items()):
+            if any(path == v or path.startswith(v.rstrip("/") + "/") for v in self.volumes):
+                _bind(f"/proc/self/fd/{handle}", self.mountpoint(path, True))
+            os.close(handle)
 
     def expose(self, paths):
         """Let a non-root user reach ``paths``: shadow each untraversable ancestor, keeping only the way in."""
@@ -199,9 +213,13 @@ def run(spec):
     _call(libc.sethostname(hostname, len(hostname)), "sethostname")
     rootfs = Rootfs()
     rootfs.pivot(spec["rootfs"])
+    runtime = [p for p in spec["runtime_paths"] if os.path.isdir(p)]
     if spec["uid"] != 0:
-        rootfs.expose(spec["expose"])
+        rootfs.expose(runtime)
+    handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in runtime}
     rootfs.bind_volumes(spec["mounts"])
+    rootfs.restore(handles)
+    rootfs.seal_read_only(spec["mounts"])
     rootfs.mountpoint(spec["cwd"], True)
     _drop_privileges(spec)
     _die_with_agent(spec["agent_pid"])

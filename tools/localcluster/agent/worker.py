@@ -24,6 +24,7 @@ from .volumes import PodVolumes, VolumeError
 
 log = logging.getLogger(__name__)
 DEFAULT_GRACE = 30
+POD_COMPLETED = "pod completed"  # kill reason of sidecars once every main container is done
 RETRY_MAX = 30.0
 TERMINAL = ("Succeeded", "Failed")
 
@@ -151,7 +152,7 @@ class PodWorker(threading.Thread):
                     self._start(container, now)
             if self.main and all(c.done for c in self.main):
                 for sidecar in (c for c in self.init if c.running):
-                    sidecar.stop(self._grace(), "pod completed")
+                    sidecar.stop(self._grace(), POD_COMPLETED)
         for container in self.containers:
             self._probe(container, now)
 
@@ -217,7 +218,9 @@ class PodWorker(threading.Thread):
         if container in self.init and not container.sidecar:
             policy = "Never" if policy == "Never" else "OnFailure"
         log_path = layout.container_log(self.pod_path, container.name, container.runs)
-        restarting = container.finish(code, log_path, policy, self.deleting)
+        # A sidecar stopped because the pod's main containers are done does not come back.
+        stopping = self.deleting or container.kill_reason == POD_COMPLETED
+        restarting = container.finish(code, log_path, policy, stopping)
         if restarting:
             self._event("Warning", "BackOff", f"Back-off restarting failed container {container.name} "
                         f"(exit code {code})", container.name)
