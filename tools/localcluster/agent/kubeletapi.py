@@ -61,35 +61,33 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(query["limitBytes"]) if "limitBytes" in query else None
         if query.get("follow") != "true" or previous:
             return self._reply(200, _tail(text, tail, limit))
-        self._follow(namespace, pod, container, _tail(text, tail, None))
+        self._follow(namespace, pod, container, tail)
 
-    def _follow(self, namespace: str, pod: str, container: str, start: str) -> None:
-        """Stream the log while the container runs (chunked), like `kubectl logs -f`."""
+    def _follow(self, namespace: str, pod: str, container: str, tail: int | None) -> None:
+        """Stream the log while the container runs, like `kubectl logs -f` (HTTP/1.0: the body ends at close)."""
         pod_path = layout.find_pod_dir(self.state_dir, namespace, pod)
         uid = pod_path.name.rsplit("_", 1)[-1]
         running = self.state_dir / "running" / f"{uid}-{container}.json"
         logs = sorted((pod_path / "logs" / container).glob("*.log"), key=lambda p: int(p.stem))
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         with open(logs[-1], "rb") as handle:
-            handle.seek(0, 2)
-            self._chunk(start.encode())
-            while True:
-                data = handle.read()
-                if data:
-                    self._chunk(data)
-                elif not running.exists():
-                    break
-                else:
-                    time.sleep(0.3)
-        self._chunk(b"")
+            try:
+                self._send(_tail(handle.read().decode(errors="replace"), tail, None).encode())
+                while True:
+                    data = handle.read()
+                    if data:
+                        self._send(data)
+                    elif not running.exists():
+                        break
+                    else:
+                        time.sleep(0.3)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped following
 
-    def _chunk(self, data: bytes) -> None:
-        if not data and self.wfile.closed:
-            return
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(data)
         self.wfile.flush()
 
 

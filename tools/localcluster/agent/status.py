@@ -39,11 +39,12 @@ def set_condition(conditions: dict[str, dict], kind: str, status: bool, reason: 
     conditions[kind] = condition
 
 
-def update_conditions(conditions: dict[str, dict], sandbox_ready: bool, initialized: bool,
+def update_conditions(conditions: dict[str, dict], sandbox_ready: bool, pending_init: Sequence[Container],
                       containers: Sequence[Container], pod_phase: str) -> None:
     set_condition(conditions, "PodReadyToStartContainers", sandbox_ready)
-    set_condition(conditions, "Initialized", initialized, "" if initialized else "ContainersNotInitialized",
-                  "" if initialized else "containers with incomplete status: [init]")
+    incomplete = " ".join(c.name for c in pending_init)
+    set_condition(conditions, "Initialized", not pending_init, "ContainersNotInitialized" if pending_init else "",
+                  f"containers with incomplete status: [{incomplete}]" if pending_init else "")
     unready = [c.name for c in containers if not c.ready]
     if pod_phase in ("Succeeded", "Failed"):
         reason, message = "PodCompleted", ""

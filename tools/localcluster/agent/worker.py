@@ -210,7 +210,13 @@ class PodWorker(threading.Thread):
             container.note_restart()
         log_path = layout.container_log(self.pod_path, container.name, container.runs)
         container.launch = launch
-        container.start(launch, log_path, self.wake)
+        try:
+            container.start(launch, log_path, self.wake)
+        except OSError as err:
+            container.set_waiting("RunContainerError", str(err))
+            container.next_start = now + min(2.0 * (1 + container.restart_count), RETRY_MAX)
+            self._event("Warning", "Failed", f"Error: {err}", container.name)
+            return
         self._event("Normal", "Started", f"Started container {container.name}", container.name)
 
     def _on_exit(self, container: Container, code: int) -> None:
@@ -293,7 +299,7 @@ class PodWorker(threading.Thread):
         if self.gone or self.shutting_down or (time.monotonic() < self.publish_retry_at and not final):
             return
         phase = self._phase(final)
-        pod_status.update_conditions(self.conditions, self.prepared, self.initialized, self.main, phase)
+        pod_status.update_conditions(self.conditions, self.prepared, self.init[self.init_index:], self.main, phase)
         status = pod_status.pod_status(self.pod, self.pod_ip, self.start_time, phase, self.conditions,
                                        self.init, self.main)
         if status == self.published:
