@@ -157,7 +157,12 @@ def build(force: bool = False) -> Path:
         for name in ("helm",):
             if name in todo:
                 env = _go_env() | {"GOBIN": str(staging), "GOFLAGS": ""}
-                ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}"
+                # As helm's own Makefile does: its version, and the Kubernetes version `helm template`
+                # assumes without a cluster (else v1.20, which our chart's kubeVersion refuses).
+                major, minor = versions.KUBERNETES_VERSION[1:].split(".")[:2]
+                ldflags = (f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}"
+                           f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}"
+                           f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}")
                 _run(["go", "install", "-trimpath", "-ldflags", ldflags, GO_INSTALLED[name]], cwd=Path("/"), env=env)
         for produced in staging.iterdir():
             os.replace(produced, target / produced.name)
