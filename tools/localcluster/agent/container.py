@@ -15,7 +15,14 @@ from .. import procs
 from .kube import now_rfc3339
 from .probes import Prober
 
-SHIM = Path(__file__).resolve().parent / "mountns.py"
+SHIM_SOURCE = Path(__file__).resolve().parent / "mountns.py"
+
+
+def install_shim(state_dir: Path) -> Path:
+    """Copy the shim into the state dir: a running agent keeps the shim it started with, whatever is edited."""
+    shim = state_dir / "mountns.py"
+    shim.write_bytes(SHIM_SOURCE.read_bytes())
+    return shim
 MAX_MESSAGE = 4096
 FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 60.0
@@ -33,8 +40,9 @@ def _oom_kills() -> int:
 
 
 class Container:
-    def __init__(self, spec: dict, pod_uid: str, pod_path: Path, running_dir: Path, sidecar: bool = False,
-                 restart_count: int = 0):
+    def __init__(self, spec: dict, pod_uid: str, pod_path: Path, running_dir: Path, shim: Path,
+                 sidecar: bool = False, restart_count: int = 0):
+        self.shim = shim
         self.spec = spec
         self.name = spec["name"]
         self.pod_uid = pod_uid
@@ -110,7 +118,7 @@ class Container:
         self.oom_kills_at_start = _oom_kills()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.record, self.proc = procs.spawn(f"{self.pod_uid}/{self.name}",
-                                             [sys.executable, "-I", "-S", str(SHIM), "run", str(spec_path)],
+                                             [sys.executable, "-I", "-S", str(self.shim), "run", str(spec_path)],
                                              log_path, env={})
         self.running_record.write_text(json.dumps(self.record.to_dict()))
         self.started_at = time.monotonic()
@@ -134,7 +142,7 @@ class Container:
         spec_path.touch(mode=0o600)
         spec_path.write_text(json.dumps(spec))
         try:
-            done = subprocess.run([sys.executable, "-I", "-S", str(SHIM), "enter", str(self.proc.pid),
+            done = subprocess.run([sys.executable, "-I", "-S", str(self.shim), "enter", str(self.proc.pid),
                                    str(spec_path)], capture_output=True, text=True, timeout=timeout, env={})
         except subprocess.TimeoutExpired:
             return 1, f"command timed out after {timeout}s"

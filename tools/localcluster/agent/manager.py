@@ -7,6 +7,7 @@ import threading
 
 from ..podnet import PodIps
 from .config import AgentConfig
+from .container import install_shim
 from .worker import TERMINAL, PodWorker
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ class PodManager:
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # pods whose worker is done: only their deletion is left
         self.ips = PodIps(config.pod_cidr)
+        self.shim = install_shim(config.state_dir)
         self.free_gpus = {n["name"]: list(range(int(n["capacity"].get("nvidia.com/gpu", 0))))
                           for n in config.nodes}
 

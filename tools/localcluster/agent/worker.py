@@ -55,9 +55,10 @@ class PodWorker(threading.Thread):
         running_dir = self.config.state_dir / "running"
         running_dir.mkdir(parents=True, exist_ok=True)
         spec = pod["spec"]
-        self.init = [Container(c, self.uid, self.pod_path, running_dir, c.get("restartPolicy") == "Always",
+        shim = agent.shim
+        self.init = [Container(c, self.uid, self.pod_path, running_dir, shim, c.get("restartPolicy") == "Always",
                                counts.get(c["name"], 0)) for c in spec.get("initContainers") or []]
-        self.main = [Container(c, self.uid, self.pod_path, running_dir, False, counts.get(c["name"], 0))
+        self.main = [Container(c, self.uid, self.pod_path, running_dir, shim, False, counts.get(c["name"], 0))
                      for c in spec["containers"]]
         self.init_index = 0
         self.volumes = PodVolumes(self.kube, self._view(), self.pod_path, self._allocatable())
