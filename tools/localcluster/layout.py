@@ -6,6 +6,7 @@
     <workdir>/etcd/                 etcd data
     <workdir>/logs/<daemon>.log     etcd, kube-apiserver, ..., agent
     <workdir>/agent/config.json     the node agent's configuration
+    <workdir>/agent/mountns.py      the container shim, copied at agent start
     <workdir>/agent/running/        one record per live container process (swept by `down`)
     <workdir>/agent/pv/<pv-name>/   the host directory behind each provisioned PersistentVolume
     <workdir>/agent/pods/<namespace>_<pod>_<uid>/
