@@ -152,7 +152,7 @@ def test_liveness_failure_restarts_the_container(cluster, cluster_namespace):
 
 def test_readiness_follows_an_exec_probe(cluster, cluster_namespace):
     ns = cluster_namespace
-    script = ("import os, time; open('/scratch/ready', 'w').close(); time.sleep(3); "
+    script = ("import os, time; open('/scratch/ready', 'w').close(); time.sleep(5); "
               "os.remove('/scratch/ready'); time.sleep(600)")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"}, "spec": {
         "terminationGracePeriodSeconds": 1,
@@ -206,8 +206,9 @@ def test_deletion_sends_sigterm_then_sigkill(cluster, cluster_namespace, handles
                else "signal.SIG_IGN")
     script = (f"import signal, sys, time  # {marker}\nsignal.signal(signal.SIGTERM, {handler})\n"
               "print('serving', flush=True)\ntime.sleep(600)")
+    grace = 30 if handles_sigterm else 3
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "graceful"}, "spec": {
-        "terminationGracePeriodSeconds": 3,
+        "terminationGracePeriodSeconds": grace,
         "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script]}]}}
     cluster.apply(pod, namespace=ns)
     cluster.wait_for("the pod to start serving", lambda: "serving" in _logs(cluster, ns, "graceful"), timeout=60)
@@ -218,10 +219,10 @@ def test_deletion_sends_sigterm_then_sigkill(cluster, cluster_namespace, handles
     took = time.monotonic() - started
     assert not _pids_with(marker)
     if handles_sigterm:
-        assert took < 3, took
+        assert took < 10, took  # well inside the 30 s grace period: the process left on SIGTERM
         assert cluster.pod_logs(ns, "graceful") == "serving\ngot SIGTERM\n"
     else:
-        assert 3 <= took < 10, took  # SIGKILL after the 3 s grace period
+        assert 3 <= took < 15, took  # SIGKILL after the 3 s grace period
 
 
 def _logs(cluster, namespace: str, pod: str) -> str:

@@ -91,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=None, help=f"cluster files (default {default_workdir()})")
+    # --workdir is accepted after the command too: `up --workdir DIR` and `--workdir DIR up` are the same.
+    workdir = argparse.ArgumentParser(add_help=False)
+    workdir.add_argument("--workdir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
+    add = lambda name, **kw: commands.add_parser(name, parents=[workdir], **kw)  # noqa: E731
 
-    up = commands.add_parser("up", help="start control plane and node agent, detached")
+    up = add("up", help="start control plane and node agent, detached")
     up.add_argument("--gpu", type=int, default=0, help="nvidia.com/gpu capacity of each node")
     up.add_argument("--cpu", default=DEFAULT_CAPACITY["cpu"], help="cpu capacity of each node")
     up.add_argument("--memory", default=DEFAULT_CAPACITY["memory"], help="memory capacity of each node")
@@ -107,23 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--timeout", type=float, default=180.0)
     up.set_defaults(func=cmd_up)
 
-    commands.add_parser("down", help="stop everything by recorded pid").set_defaults(func=cmd_down)
-    commands.add_parser("env", help="print KUBECONFIG=... for eval").set_defaults(func=cmd_env)
+    add("down", help="stop everything by recorded pid").set_defaults(func=cmd_down)
+    add("env", help="print KUBECONFIG=... for eval").set_defaults(func=cmd_env)
 
-    logs = commands.add_parser("logs", help="print a pod container's output")
+    logs = add("logs", help="print a pod container's output")
     logs.add_argument("namespace")
     logs.add_argument("pod")
     logs.add_argument("container", nargs="?")
     logs.add_argument("-p", "--previous", action="store_true", help="the run before the current one")
     logs.set_defaults(func=cmd_logs)
 
-    build_cmd = commands.add_parser("build", help="build the binaries into the cache")
+    build_cmd = add("build", help="build the binaries into the cache")
     build_cmd.add_argument("--force", action="store_true")
     build_cmd.set_defaults(func=cmd_build)
-    commands.add_parser("gomod", help="regenerate tools/gomod from versions.py").set_defaults(func=cmd_gomod)
+    add("gomod", help="regenerate tools/gomod from versions.py").set_defaults(func=cmd_gomod)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, RuntimeError, TimeoutError, LookupError) as err:
+        print(f"localcluster {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
