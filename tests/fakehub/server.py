@@ -127,7 +127,9 @@ def build_app(hub: FakeHub) -> FastAPI:
         if (repo_type, repo_id) in hub.repos:
             return JSONResponse({"error": "You already created this repo", "url": f"{hub.url}/{repo_id}"},
                                 status_code=409)
-        hub.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, bool(body.get("private")))
+        # huggingface_hub 1.x sends "private", 2.x "visibility".
+        private = bool(body.get("private")) or body.get("visibility") in ("private", "protected")
+        hub.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, private)
         return {"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo_id}
 
     @app.post("/api/validate-yaml")

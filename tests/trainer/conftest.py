@@ -22,3 +22,7 @@ def models_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_source() -> ModelSource:
     return ModelSource(embedded="tiny-llama")
+
+
+# The fake Hub fixture, shared with other test packages.
+from fakehub import fake_hub  # noqa: E402,F401

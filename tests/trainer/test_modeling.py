@@ -132,3 +132,33 @@ def test_adapter_directory_must_hold_an_adapter(tmp_path, models_dir, tiny_sourc
 def test_unknown_embedded_name_is_refused(tmp_path):
     with pytest.raises(InvalidSpecError, match=r"^spec.baseModel.embedded: unknown model 'gpt-5'"):
         embedded.embedded_model_dir("gpt-5", tmp_path)
+
+
+def test_hub_model_downloads_at_a_revision_and_records_the_commit(fake_hub, models_dir, tiny_source):
+    from fakehub.server import seed_dir
+
+    sha = seed_dir(fake_hub, "org/tiny", models_dir / "tiny-llama")
+    source = ModelSource(hub="org/tiny", revision="main")
+    resolved = modeling.resolve_model(source)
+    assert resolved.revision == f"org/tiny@{sha}"
+    model = modeling.load_base_model(source)
+    assert model.config.hidden_size == 64
+    assert modeling.load_tokenizer(source).pad_token == "<|im_end|>"
+
+
+def test_hub_errors_are_classified(fake_hub):
+    from fakehub import seed_repo
+
+    from codex_trainer.errors import TransientError
+
+    with pytest.raises(InvalidSpecError, match=r"^spec.baseModel.hub: 'org/missing': repository not found"):
+        modeling.resolve_model(ModelSource(hub="org/missing"))
+    seed_repo(fake_hub, "org/m", {"config.json": b"{}"})
+    with pytest.raises(InvalidSpecError, match=r"revision 'v9': revision not found"):
+        modeling.resolve_model(ModelSource(hub="org/m", revision="v9"))
+    with pytest.raises(InvalidSpecError, match=r"has no safetensors weights"):
+        modeling.resolve_model(ModelSource(hub="org/m"))
+    seed_repo(fake_hub, "org/n", {"model.safetensors": b"x"})
+    fake_hub.fail("/api/models/org/n", 503, times=10)  # not cached yet, so no offline fallback
+    with pytest.raises(TransientError, match=r"^spec.baseModel.hub: 'org/n': Hub unavailable"):
+        modeling.resolve_model(ModelSource(hub="org/n"))

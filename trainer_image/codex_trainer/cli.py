@@ -7,6 +7,7 @@ Exit codes follow codex_api.contract: 0 success, 42 invalid spec or data, 43 gat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -80,12 +81,13 @@ def _launch_torchrun(topology, argv: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .launcher import ENV_RESULT_DIR, needs_torchrun, result_file, topology_from_env
 
-    env = TrainerEnv.from_env()
+    env = dataclasses.replace(TrainerEnv.from_env(), termination_message_path=args.termination_log)
     setup_logging(Redactor([env.hf_token]))
     try:
         topology = topology_from_env(os.environ)
         if needs_torchrun(topology, os.environ):
-            return _launch_torchrun(topology, ["run", "--config", str(args.config)])
+            return _launch_torchrun(topology, ["run", "--config", str(args.config),
+                                               "--termination-log", str(args.termination_log)])
         run = _load_run(args.config)
     except TrainerError as error:
         return _fail_early(error, env)
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the CodexTrainingRun the operator mounted (in-cluster)")
     run.add_argument("--config", type=Path, default=Path(paths.SPEC_FILE), help="the rendered run (YAML)")
+    run.add_argument("--termination-log", type=Path, default=Path(paths.TERMINATION_MESSAGE_PATH),
+                     help="where the TrainerReport goes (the container's terminationMessagePath)")
     run.set_defaults(func=_run)
     local = commands.add_parser("local", help="run a CodexTrainingRun from a manifest on this machine")
     local.add_argument("manifest", type=Path, help="multi-document YAML with the run and its ConfigMaps")

@@ -82,6 +82,9 @@ def setup_logging(redact: Redactor, stream: TextIO = sys.stderr, level: int = lo
         transformers.utils.logging.set_verbosity_warning()
         transformers.utils.logging.disable_progress_bar()
         disable_progress_bars()
+        import datasets
+
+        datasets.disable_progress_bars()
     except ImportError:  # the CLI's argument errors need no ML stack
         pass
     for noisy in ("bandit", "httpx", "httpx2", "urllib3", "filelock"):

@@ -77,7 +77,8 @@ class LogSink:
         now = self.clock()
         if force or now - self._last >= self.min_interval:
             self._last = now
-            event(progress.get("stage") or "train", "progress", **progress)
+            fields = {k: v for k, v in progress.items() if k != "stage"}
+            event(progress.get("stage") or "train", "progress", **fields)
 
 
 class ProgressTracker(TrainerCallback):

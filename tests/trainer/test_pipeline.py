@@ -1,0 +1,158 @@
+"""The whole recipe on the tiny Llama: SFT with a Hub push, DPO, bad data, and local mode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import pytest
+import torch
+from fakehub.server import TOKEN
+
+from codex_api import contract
+from codex_api.contract import TrainerReport
+from codex_trainer import modeling
+from codex_trainer.cli import execute, main
+from codex_trainer.recipe import Recipe
+
+from .kit import SAMPLE_DATA, env_for, tiny_run
+
+
+def test_sft_trains_gates_saves_and_pushes(tmp_path, models_dir, tiny_source, fake_hub, caplog):
+    fake_hub.fail("/commit/main", 503, times=1)
+    run = tiny_run(output={"pvc": {"claimName": "artifacts", "path": "/tiny"},
+                           "hub": {"repoId": "codex-tester/tiny-adapter", "tokenSecretRef": {"name": "hf"}}})
+    stages: list[str] = []
+    sink = lambda progress, force=False: stages.append(progress["stage"]) if not stages or stages[-1] != \
+        progress["stage"] else None  # noqa: E731
+    recipe = Recipe(run, env_for(tmp_path, models_dir, token=TOKEN), sinks=[sink], hub_endpoint=fake_hub.url,
+                    push_base_delay=0)
+    with caplog.at_level(logging.INFO):
+        code = execute(recipe)
+    assert code == contract.EXIT_OK
+    assert stages == ["prepare", "train", "evaluate", "save", "push", "report"]
+
+    # The loss falls, on the training batches and against the untrained base on the validation split.
+    losses = recipe.results["train"]["losses"]
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < losses[0] - 0.25
+    output = tmp_path / "data" / "pvc" / "artifacts" / "tiny"
+    base = modeling.load_base_model(tiny_source, models_dir=models_dir)
+    with recipe.trainer.model.disable_adapter():  # the untrained base, on the same packed validation batches
+        base_eval_loss = recipe.trainer.evaluate()["eval_loss"]
+    assert recipe.metrics.eval_loss < base_eval_loss - 0.2
+
+    # The adapter folder, on the PVC and on the Hub, and the adapter changes the model's output.
+    expected = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                "chat_template.jinja", "README.md", "results.json"}
+    assert expected <= {p.name for p in output.iterdir()}
+    assert expected <= set(fake_hub.files("codex-tester/tiny-adapter"))
+    from peft import PeftModel
+
+    adapted = PeftModel.from_pretrained(modeling.load_base_model(tiny_source, models_dir=models_dir), str(output))
+    inputs = recipe.tokenizer(["def add(a, b):"], return_tensors="pt")
+    with torch.no_grad():
+        assert not torch.allclose(base(**inputs).logits, adapted(**inputs).logits, atol=1e-3)
+
+    # The report: phase, metrics, gates, artifact with the Hub commit, lineage.
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    head_sha = fake_hub.repo("codex-tester/tiny-adapter").branches["main"][-1][0]
+    assert (report.phase, report.reason) == ("Succeeded", "Succeeded")
+    assert (report.artifact.hub_repo, report.artifact.commit_sha, report.artifact.claim_name) == (
+        "codex-tester/tiny-adapter", head_sha, "artifacts")
+    assert report.lineage.dataset_sha256 == hashlib.sha256((SAMPLE_DATA / "code_pairs.jsonl").read_bytes()).hexdigest()
+    assert report.lineage.base_model_revision == "embedded/tiny-llama@seed1337-v1"
+    assert report.gates.passed and report.gates.logic_ok.threshold == 0
+    assert set(report.metrics.pass_at_k) == {"pass@1", "pass@2"} and report.metrics.train_tokens > 1000
+
+    card = fake_hub.files("codex-tester/tiny-adapter")["README.md"].decode()
+    for text in ("library_name: peft", "## Metrics", "evalLoss", "pass@2", "## Gates", "syntaxOk", "## Hyperparameters",
+                 "training.learningRate | 0.01", "## Lineage", report.lineage.dataset_sha256, "embedded/tiny-llama"):
+        assert text in card
+    results = json.loads((output / "results.json").read_text())
+    assert results["artifact"]["commitSha"] == head_sha and len(results["samples"]) == 16
+
+    # keepLast=2 of the checkpoints every 10 steps, each complete.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-30"]
+    assert TOKEN not in caplog.text and TOKEN not in (output / "results.json").read_text()
+    assert sum(1 for method, path in fake_hub.requests if "/commit/" in path) == 2
+
+
+def test_gates_not_met_keeps_the_adapter_and_exits_43(tmp_path, models_dir):
+    run = tiny_run(training={"maxSteps": 4}, evaluation={"thresholds": {"logicOk": 0.9}})
+    recipe = Recipe(run, env_for(tmp_path, models_dir))
+    assert execute(recipe) == contract.EXIT_GATES_NOT_MET
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    assert (report.phase, report.reason) == ("Failed", "GatesNotMet")
+    assert report.message.startswith("gates not met: logicOk")
+    assert (tmp_path / "data" / "pvc" / "artifacts" / "tiny" / "adapter_model.safetensors").is_file()
+
+
+def test_dpo_on_pairwise_data(tmp_path, models_dir):
+    run = tiny_run(method="dpo", dataset={"source": {"configMap": {"name": "codex-sample-data",
+                                                                   "key": "code_preferences.jsonl"}},
+                                          "format": "preference", "validationSplit": 0.2},
+                   training={"maxSteps": 8, "learningRate": 0.005}, evaluation={"tasks": None})
+    recipe = Recipe(run, env_for(tmp_path, models_dir))
+    assert execute(recipe) == contract.EXIT_OK
+    history = recipe.trainer.state.log_history
+    assert history[0]["loss"] == pytest.approx(0.6931, abs=0.01)  # -log(sigmoid(0)) before the policy moves
+    assert any("rewards/margins" in entry for entry in history)
+    assert recipe.metrics.eval_loss > 0 and recipe.metrics.perplexity > 1
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    assert report.phase == "Succeeded" and report.gates.passed
+    assert (tmp_path / "data" / "pvc" / "artifacts" / "tiny" / "adapter_model.safetensors").is_file()
+
+
+def test_malformed_dataset_line_exits_42_naming_the_line(tmp_path, models_dir, monkeypatch, capsys):
+    from .kit import trainer_environ
+
+    for name, value in trainer_environ(tmp_path, models_dir).items():
+        monkeypatch.setenv(name, value)
+    pairs = tmp_path / "data" / "configmap" / "codex-sample-data" / "code_pairs.jsonl"
+    lines = pairs.read_text().splitlines()
+    lines[6] = lines[6][:-3]  # line 7 loses its closing characters
+    pairs.write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "run.yaml"
+    spec.write_text(json.dumps(tiny_run().to_wire()))
+    try:
+        code = main(["run", "--config", str(spec), "--termination-log", str(tmp_path / "termination-log")])
+    finally:
+        logging.getLogger().handlers.clear()
+    assert code == contract.EXIT_INVALID == 42
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    assert (report.phase, report.reason) == ("Failed", "InvalidData")
+    assert report.message.startswith("spec.dataset: code_pairs.jsonl in configMap codex-sample-data line 7: "
+                                     "not valid JSON")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_invalid_spec_exits_42_naming_the_field(tmp_path):
+    spec = tmp_path / "run.yaml"
+    spec.write_text(json.dumps({**tiny_run().to_wire(), "spec": {**tiny_run().spec.to_wire(), "lora": {"r": 0}}}))
+    try:
+        code = main(["run", "--config", str(spec), "--termination-log", str(tmp_path / "termination-log")])
+    finally:
+        logging.getLogger().handlers.clear()
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    assert code == 42 and report.reason == "InvalidSpec"
+    assert report.message.startswith("spec.lora.r: Input should be greater than or equal to 1")
+
+
+def test_local_mode_runs_the_example_with_the_tiny_model(tmp_path, models_dir, monkeypatch, capsys, repo_root):
+    monkeypatch.setenv("CODEX_MODELS_DIR", str(models_dir))
+    try:
+        code = main(["local", str(repo_root / "examples" / "run.yaml"), "--tiny", "--workdir", str(tmp_path)])
+    finally:
+        logging.getLogger().handlers.clear()
+    out = capsys.readouterr().out
+    assert code in (contract.EXIT_OK, contract.EXIT_GATES_NOT_MET)
+    assert "codex-train local: codex-demo on tiny-llama" in out
+    assert "train [############################] 24/24" in out
+    for row in ("evalLoss", "pass@1", "gate syntaxOk", "adapter", f"exit code        {code}"):
+        assert row in out
+    staged = tmp_path / "data" / "configmap" / "codex-sample-data" / "eval_tasks.jsonl"
+    assert staged.read_text() == (repo_root / "examples" / "data" / "eval_tasks.jsonl").read_text()
+    adapter = tmp_path / "data" / "pvc" / "codex-artifacts" / "codex-demo"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
+    assert json.loads((tmp_path / "termination-log").read_text())["phase"] in ("Succeeded", "Failed")
