@@ -14,7 +14,8 @@ pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILES = sorted((REPO_ROOT / "crds").glob("*.yaml"))
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+# kustomization.yaml is not an object: it is applied with -k below.
+EXAMPLES = sorted(p for p in (REPO_ROOT / "examples").glob("*.yaml") if p.name != "kustomization.yaml")
 
 GOOD_RUN = {
     "apiVersion": "codex.dev/v1alpha1", "kind": "CodexTrainingRun", "metadata": {"name": "bad-run"},
@@ -122,6 +123,18 @@ def test_example_is_accepted(cluster, crd_namespace, example):
     assert result.returncode == 0, result.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(example.read_text()) if doc]
     assert result.stdout.count("(server dry run)") == len(kinds), result.stdout
+
+
+def test_examples_kustomization_is_accepted(cluster, crd_namespace):
+    kustomization = REPO_ROOT / "examples" / "kustomization.yaml"
+    if not kustomization.exists():
+        pytest.skip("examples/ has no kustomization.yaml")
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", crd_namespace, "-k", str(kustomization.parent),
+                             check=False)
+    assert result.returncode == 0, result.stderr
+    resources = yaml.safe_load(kustomization.read_text())["resources"]
+    documents = [d for r in resources for d in yaml.safe_load_all((kustomization.parent / r).read_text()) if d]
+    assert result.stdout.count("(server dry run)") == len(documents), result.stdout
 
 
 @pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])

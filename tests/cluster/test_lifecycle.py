@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +41,13 @@ def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_pa
         nodes = [n["metadata"]["name"] for n in second.get_json("nodes")["items"]]
         assert nodes == ["side-node"]
         assert second.get_json("node/side-node")["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+        # The container leaves a grandchild of its own: `down` must not leave it behind either.
+        marker = f"grandchild-of-{workdir.name}"
+        script = (f"import subprocess, time; subprocess.Popen(['python', '-c', 'import time; time.sleep(600)', "
+                  f"'{marker}']); print('on', flush=True); time.sleep(600)")
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "long", "namespace": "default"},
                "spec": {"containers": [{"name": "main", "image": "codex-operator:dev",
-                                        "command": ["python", "-c", "import time; print('on', flush=True); "
-                                                                    "time.sleep(600)"]}]}}
+                                        "command": ["python", "-c", script]}]}}
         second.apply(pod)
         second.wait_for("the pod to run", lambda: "on" in _logs(second, "long"), timeout=60)
         assert _cli(workdir, "logs", "default", "long").stdout == "on\n"
@@ -52,15 +57,32 @@ def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_pa
         daemons = [ProcessRecord(**r) for r in second.state["processes"]]
         assert sorted(r.name for r in daemons) == sorted(
             ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent"])
+        second.wait_for("the grandchild to start", lambda: _pids_with(marker), timeout=30)
+        # The worst case: the agent dies without cleaning up. Its container dies with it (parent-death
+        # signal); the grandchild is left to `down`, which kills the container's recorded process group.
+        agent = next(r for r in daemons if r.name == "agent")
+        os.kill(agent.pid, signal.SIGKILL)
     finally:
         down = _cli(workdir, "down")
     assert down.returncode == 0, down.stderr
     assert not [r.name for r in daemons + containers if is_alive(r)]
+    assert not _pids_with(marker)
     assert second.state["pod_cidr"] not in subprocess.run(["ip", "route", "show", "table", "local"],
                                                           capture_output=True, text=True).stdout
     # The session cluster is untouched.
     assert cluster.is_running()
     assert cluster.kubectl("get", "node", "local-node", "-o", "name").stdout.strip() == "node/local-node"
+
+
+def _pids_with(marker: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
 
 
 def _logs(cluster: LocalCluster, pod: str) -> str:

@@ -60,6 +60,10 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
 def stop(record: ProcessRecord, grace: float = 10.0, group: bool = True) -> None:
     """SIGTERM the process (and its process group), then SIGKILL after ``grace`` seconds."""
     if not is_alive(record):
+        # Its children may live on in its group. A pgid cannot be reused while the group has members,
+        # so a group with the dead leader's pid is still ours.
+        if group and _group_exists(record.pid):
+            os.killpg(record.pid, signal.SIGKILL)
         return
     _signal(record, signal.SIGTERM, group)
     deadline = time.monotonic() + grace
