@@ -51,7 +51,8 @@ def create_app(config: ServeConfig, loader: Optional[Loader] = None,
     """The server app. ``loader`` returns (model, tokenizer); by default it loads what ``config`` names."""
     metrics = ServeMetrics.create()
     engine = Engine(loader or model_loader(config), metrics, max_batch=config.max_concurrency,
-                    batch_window_s=config.batch_window_ms / 1000, on_load_failure=on_load_failure)
+                    batch_window_s=config.batch_window_ms / 1000, threads=config.threads,
+                    on_load_failure=on_load_failure)
     service = GenerationService(config, engine, metrics)
 
     @asynccontextmanager

@@ -20,6 +20,8 @@ Flags (each falls back to the environment variable shown; flags win):
   --no-mask-secrets        CODEX_SERVE_MASK_SECRETS=false  send completions unmasked (spec.server.maskSecrets: false).
   --max-body-bytes N       CODEX_SERVE_MAX_BODY_BYTES     request body bound, larger gets 413; default 1048576.
   --batch-window-ms MS     CODEX_SERVE_BATCH_WINDOW_MS    how long a pending request waits for others to batch with, default 5.
+  --threads N              CODEX_SERVE_THREADS            torch threads for generation; default: the cgroup CPU
+                                                      quota (the pod's cpu limit), else the CPUs this process may use.
   --log-level LEVEL        CODEX_SERVE_LOG_LEVEL          default info.
 
 Secrets, from the environment only (set from Secrets with valueFrom.secretKeyRef):

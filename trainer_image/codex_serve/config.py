@@ -8,6 +8,7 @@ Secrets, so they never appear in a pod's args.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     # How long the batcher waits for more requests to join a batch once one is pending.
     batch_window_ms: float = 5.0
+    # torch intra-op threads for generation; more threads than the CPU quota only stall each other.
+    threads: int = 1
     log_level: str = "info"
     api_key: Optional[str] = field(default=None, repr=False)
     hf_token: Optional[str] = field(default=None, repr=False)
@@ -85,6 +88,18 @@ def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() in _FALSE:
         return False
     raise SystemExit(f"{ENV_PREFIX + name}={raw!r}: expected true or false")
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the cgroup CPU quota (a pod's cpu limit) or the affinity mask."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000"
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def _positive_int(text: str) -> int:
@@ -114,6 +129,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         default=_env_bool(environ, "MASK_SECRETS", True))
     parser.add_argument("--max-body-bytes", type=_positive_int, default=env("MAX_BODY_BYTES", 1 << 20))
     parser.add_argument("--batch-window-ms", type=float, default=env("BATCH_WINDOW_MS", 5.0))
+    parser.add_argument("--threads", type=_positive_int, default=env("THREADS"),
+                        help="torch threads for generation; default: the CPU quota (pod cpu limit) or CPU count")
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
                         choices=["critical", "error", "warning", "info", "debug"])
     return parser
@@ -144,6 +161,7 @@ def load_config(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[
         mask_secrets=args.mask_secrets,
         max_body_bytes=int(args.max_body_bytes),
         batch_window_ms=float(args.batch_window_ms),
+        threads=int(args.threads) if args.threads else available_cpus(),
         log_level=args.log_level,
         api_key=environ.get(ENV_API_KEY) or None,
         hf_token=environ.get(ENV_HF_TOKEN) or None,

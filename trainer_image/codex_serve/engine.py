@@ -55,22 +55,48 @@ class RowSampling(LogitsProcessor):
 class RowStopper(StoppingCriteria):
     """Feeds each step's new token to its row and reports which rows have finished."""
 
-    def __init__(self, rows: Sequence[Row]):
+    def __init__(self, rows: Sequence[Row], flush: Callable[[], None]):
         self.rows = rows
+        self.flush = flush
         self.done = [False] * len(rows)
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         for position, token_id in enumerate(input_ids[:, -1].tolist()):
             if not self.done[position]:
                 self.done[position] = self.rows[position].step(token_id)
+        self.flush()
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+class Outbox:
+    """Events made on the generation thread, handed to the event loop once per decoding step.
+
+    One wake-up of the loop per step, however many rows the batch has.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.pending: list[tuple[asyncio.Queue, Event]] = []
+
+    def sink(self, queue: asyncio.Queue) -> Callable[[Event], None]:
+        return lambda event: self.pending.append((queue, event))
+
+    def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue, Event]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
 
 
 class Engine:
     """Owns the model, the tokenizer and the batcher. ``state`` is loading, ready or failed."""
 
     def __init__(self, loader: Loader, metrics: ServeMetrics, *, max_batch: int, batch_window_s: float,
-                 on_load_failure: Optional[Callable[[str], None]] = None):
+                 threads: Optional[int] = None, on_load_failure: Optional[Callable[[str], None]] = None):
         self._loader = loader
         self._on_load_failure = on_load_failure
         self.metrics = metrics
@@ -84,8 +110,12 @@ class Engine:
         self.pad_id = 0
         self.max_positions: Optional[int] = None
         self._pending: "asyncio.Queue[Row]" = asyncio.Queue()
-        # One thread: batches run one after another, each using all of torch's intra-op threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codex-generate")
+        self._outbox: Optional[Outbox] = None
+        # One thread: batches run one after another, each using all of torch's intra-op threads. The
+        # thread count is per calling thread under OpenMP, so it is set on the worker itself.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codex-generate",
+                                            initializer=torch.set_num_threads if threads else None,
+                                            initargs=(threads,) if threads else ())
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -94,6 +124,7 @@ class Engine:
 
     async def start(self) -> None:
         """Load in the background; the batcher starts once the model is in."""
+        self._outbox = Outbox(asyncio.get_running_loop())
         self._tasks.append(asyncio.get_running_loop().create_task(self._load_then_batch()))
 
     async def stop(self) -> None:
@@ -139,14 +170,10 @@ class Engine:
     def submit(self, prompts: Sequence[list[int]], params: SamplingParams, n: int = 1) -> tuple[list[Row], asyncio.Queue]:
         """Queue ``n`` rows per prompt; their events arrive on the returned queue, indexed prompt-major."""
         queue: "asyncio.Queue[Event]" = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def sink(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
+        sink = self._outbox.sink(queue)
         rows = [
             Row(index, list(prompt), params, sink, eos_ids=self.eos_ids,
-                text=StopStringText(self.tokenizer, params.stop))
+                text=StopStringText(self.tokenizer, params.stop, context=prompt))
             for index, prompt in enumerate(p for p in prompts for _ in range(n))
         ]
         for row in rows:
@@ -175,17 +202,20 @@ class Engine:
 
     def _generate(self, rows: list[Row]) -> None:
         """Run one batched generate (worker thread). Every row ends with Finished or Failed."""
+        flush = self._outbox.flush if self._outbox is not None else (lambda: None)
         try:
             self.metrics.batch_size.observe(len(rows))
-            self._generate_unchecked(rows)
+            self._generate_unchecked(rows, flush)
             for row in rows:
                 row.finish(LENGTH)  # rows still open hit the batch's max_new_tokens
         except Exception as error:  # a genuine bug or out-of-memory: fail these rows, keep serving
             log.exception("generation failed for a batch of %d", len(rows))
             for row in rows:
                 row.fail(f"generation failed: {type(error).__name__}")
+        finally:
+            flush()
 
-    def _generate_unchecked(self, rows: list[Row]) -> None:
+    def _generate_unchecked(self, rows: list[Row], flush: Callable[[], None]) -> None:
         device = self.model.device
         width = max(len(row.prompt_ids) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -209,5 +239,5 @@ class Engine:
         with torch.inference_mode():
             self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config,
-                logits_processor=processors, stopping_criteria=StoppingCriteriaList([RowStopper(rows)]),
+                logits_processor=processors, stopping_criteria=StoppingCriteriaList([RowStopper(rows, flush)]),
             )

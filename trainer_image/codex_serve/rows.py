@@ -50,13 +50,25 @@ class Failed:
 Event = Union[Delta, Finished, Failed]
 
 
-class StopStringText:
-    """Incremental detokenisation with stop strings held back until they can be ruled out."""
+# Prompt tokens kept as context when decoding the first generated ones (a sentencepiece decoder
+# drops the leading space of a sequence's first token; with context it is not first).
+CONTEXT_TOKENS = 6
 
-    def __init__(self, tokenizer: Any, stop: Sequence[str]):
+
+class StopStringText:
+    """Incremental detokenisation with stop strings held back until they can be ruled out.
+
+    Each step decodes only a short window (the previous token or two plus the new ones), as
+    vLLM's detokenizer does, so the cost per token does not grow with the completion.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], context: Sequence[int] = ()):
         self.tokenizer = tokenizer
         self.stop = tuple(stop)
-        self.token_ids: list[int] = []
+        self.token_ids: list[int] = list(context[-CONTEXT_TOKENS:])
+        # token_ids[prefix:read] is already text; token_ids[read:] is not yet.
+        self.prefix = 0
+        self.read = len(self.token_ids)
         self.text = ""
         self.released = 0
         self.stopped = False
@@ -64,19 +76,32 @@ class StopStringText:
     def add(self, token_id: int) -> str:
         """Append one token; return the text that became safe to release."""
         self.token_ids.append(token_id)
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
+        if not self._decode_new(final=False):
             return ""  # a multi-byte character is still incomplete
-        self.text = text
         cut = self._first_stop()
         if cut is not None:
             self.stopped = True
             return self._release(cut)
-        return self._release(len(text) - self._partial_stop_suffix())
+        return self._release(len(self.text) - self._partial_stop_suffix())
+
+    def _decode_new(self, final: bool) -> bool:
+        decode = self.tokenizer.decode
+        before = decode(self.token_ids[self.prefix:self.read], skip_special_tokens=True)
+        after = decode(self.token_ids[self.prefix:], skip_special_tokens=True)
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return False
+        self.text += after[len(before):]
+        self.prefix, self.read = self.read, len(self.token_ids)
+        return True
 
     def finish(self) -> str:
         """The text still held back, once the sequence ended without a stop string."""
-        return "" if self.stopped else self._release(len(self.text))
+        if self.stopped:
+            return ""
+        if self.read < len(self.token_ids):
+            self._decode_new(final=True)  # an unfinished character decodes as U+FFFD
+        cut = self._first_stop()
+        return self._release(len(self.text) if cut is None else cut)
 
     def _release(self, end: int) -> str:
         if end <= self.released:
