@@ -110,6 +110,7 @@ class PodVolumes:
         now = time.monotonic()
         for volume in self.pod["spec"].get("volumes") or []:
             if self.refresh_at.get(volume["name"], float("inf")) <= now:
+                self.refresh_at[volume["name"]] = now + 10.0  # retried in 10 s if this attempt fails
                 self._setup_one(volume)
 
     def _setup_one(self, volume: dict) -> Path:

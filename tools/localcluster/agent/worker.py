@@ -162,8 +162,8 @@ class PodWorker(threading.Thread):
             return False
         try:
             self.volumes.setup()
-        except (VolumeError, ConfigError, OSError) as err:
-            message = f"MountVolume.SetUp failed: {err}"
+        except Exception as err:  # noqa: BLE001 - bad input or a busy apiserver: report and retry
+            message = f"MountVolume.SetUp failed: {getattr(err, 'reason', None) or err}"
             for container in self.containers:
                 container.set_waiting("ContainerCreating", message)
             self._event("Warning", "FailedMount", message)
@@ -184,7 +184,7 @@ class PodWorker(threading.Thread):
     def _guarded_volume_refresh(self) -> None:
         try:
             self.volumes.refresh()
-        except (VolumeError, ConfigError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - keep the old contents; retry at the next renewal
             self._event("Warning", "FailedMount", f"refreshing volumes failed: {err}")
 
     def _advance_init(self, now: float) -> None:
@@ -202,8 +202,10 @@ class PodWorker(threading.Thread):
         try:
             launch = launch_spec.build(self.kube, self.config, self._view(), container.spec, self.volumes,
                                        container.termination_log, self.home, self.gpus, self._allocatable())
-        except (ConfigError, VolumeError, OSError, ValueError) as err:
-            container.set_waiting("CreateContainerConfigError", str(err))
+        except Exception as err:  # noqa: BLE001 - bad input or a busy apiserver: report and retry
+            if not isinstance(err, (ConfigError, VolumeError, OSError, ValueError)):
+                log.warning("pod %s/%s: configuring %s failed: %r", self.namespace, self.pod_name, container.name, err)
+            container.set_waiting("CreateContainerConfigError", str(getattr(err, "reason", None) or err))
             container.next_start = now + min(2.0 * (1 + container.restart_count), RETRY_MAX)
             self._event("Warning", "Failed", f"Error: {err}", container.name)
             return
