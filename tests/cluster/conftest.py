@@ -1,8 +1,13 @@
 """Cluster tests share one embedded control plane per session (tools/localcluster/pytest_plugin.py).
 
-pytest refuses ``pytest_plugins`` outside the top-level conftest, so the
-fixtures are imported here; once tests/conftest.py lists
-``localcluster.pytest_plugin`` these imports are harmless duplicates.
+pytest refuses ``pytest_plugins`` outside the top-level conftest, so the plugin
+is registered here unless tests/conftest.py already lists
+``localcluster.pytest_plugin`` (registering it once keeps one cluster per session).
 """
 
-from localcluster.pytest_plugin import cluster, cluster_namespace  # noqa: F401
+PLUGIN = "localcluster.pytest_plugin"
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin(PLUGIN):
+        config.pluginmanager.import_plugin(PLUGIN)
