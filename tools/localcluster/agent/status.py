@@ -19,6 +19,8 @@ def phase(init_containers: Sequence[Container], containers: Sequence[Container],
     if not initialized:
         return "Pending"
     if containers and all(c.done for c in containers):
+        if any(c.running for c in init_containers):
+            return "Running"  # sidecars are still being stopped
         return "Succeeded" if all(c.succeeded for c in containers) else "Failed"
     if any(c.running or c.restart_count or c.done for c in containers):
         return "Running"
