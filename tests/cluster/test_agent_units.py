@@ -12,7 +12,7 @@ from localcluster.agent.launch import NONROOT_UID, identity
 from localcluster.podnet import PodIps
 
 CONFIG = AgentConfig(state_dir=Path("/nonexistent"), nodes=[], runnable_image_prefixes=("codex-operator",
-                     "codex-trainer"), skip_image_prefixes=("codex-trainer-gpu",), pod_cidr="198.18.0.0/20",
+                     "codex-trainer"), skip_image_prefixes=("codex-trainer-gpu",), pod_cidr="127.16.0.0/16",
                      apiserver_port=6443)
 
 
@@ -70,13 +70,13 @@ POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app"
                     "annotations": {"note": "hi"}},
        "spec": {"nodeName": "n", "containers": [{"name": "c", "resources": {"limits": {"memory": "1Gi"},
                                                                              "requests": {"cpu": "250m"}}}]},
-       "status": {"podIP": "198.18.0.7"}}
+       "status": {"podIP": "127.16.0.7"}}
 
 
 @pytest.mark.parametrize("path, value", [
     ("metadata.name", "p"), ("metadata.namespace", "ns"), ("metadata.uid", "u"),
     ("metadata.labels['app']", "a"), ("metadata.annotations['note']", "hi"), ("metadata.labels['none']", ""),
-    ("metadata.labels", 'app="a"\ntier="b"'), ("spec.nodeName", "n"), ("status.podIP", "198.18.0.7"),
+    ("metadata.labels", 'app="a"\ntier="b"'), ("spec.nodeName", "n"), ("status.podIP", "127.16.0.7"),
 ])
 def test_field_value(path, value):
     assert field_value(POD, path) == value
@@ -93,9 +93,9 @@ def test_resource_value(ref, value):
 
 
 def test_pod_ips_are_unique_and_reused_last():
-    ips = PodIps("198.18.0.0/30")
+    ips = PodIps("127.16.0.0/30")
     first, second = ips.allocate(), ips.allocate()
-    assert (first, second) == ("198.18.0.1", "198.18.0.2")
+    assert (first, second) == ("127.16.0.1", "127.16.0.2")
     ips.release(first)
     assert ips.allocate() == first
     with pytest.raises(RuntimeError, match="exhausted"):

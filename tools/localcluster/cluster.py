@@ -124,12 +124,12 @@ class LocalCluster:
                                       pki.admin_token)
         self.state = {
             "ports": asdict(ports), "bin_dir": str(bin_dir), "processes": [],
-            "pod_cidr": None, "pod_route": False,
+            "pod_cidr": None,
             "nodes": [n.to_dict() for n in self.nodes],
         }
         self._save()
         try:
-            self.state["pod_cidr"], self.state["pod_route"] = podnet.claim_block()
+            self.state["pod_cidr"] = podnet.claim_block(str(self.workdir))
             self._save()
             self._start_all(bin_dir, ports, pki, timeout)
         except BaseException:
@@ -226,9 +226,8 @@ class LocalCluster:
             except (OSError, ValueError, TypeError):
                 pass
             leftover.unlink(missing_ok=True)
-        if self.state.get("pod_route"):
+        if self.state.get("pod_cidr"):
             podnet.release_block(self.state["pod_cidr"])
-            self.state["pod_route"] = False
         if self.state:
             self.state["processes"] = []
             self._save()
@@ -262,27 +261,35 @@ class LocalCluster:
         return layout.read_logs(self.agent_dir, namespace, pod, container, previous)
 
     def service_url(self, namespace: str, service: str, port: int | str) -> str:
-        """``http://<ready endpoint ip>:<targetPort>`` for a Service port, read from its EndpointSlices.
+        """``http://<ready pod ip>:<targetPort>`` for a Service port.
 
-        Pods are local processes on loopback addresses and there is no kube-proxy, so this is how a
-        client on the host reaches a Service (like ``minikube service --url``).
+        Pods are local processes on loopback addresses and there is no kube-proxy (nor
+        EndpointSlices, which refuse loopback addresses), so this resolves the Service the way
+        kube-proxy would: its selector picks the pods, a Ready one answers on the targetPort
+        (a number, or a container port name). Like ``minikube service --url``.
         """
         svc = self.get_json("service", service, "-n", namespace)
         ports = svc["spec"].get("ports", [])
         wanted = next((p for p in ports if p.get("port") == port or p.get("name") == port), None)
         if wanted is None:
             raise LookupError(f"service {namespace}/{service} has no port {port!r}")
-        slices = self.get_json("endpointslices.discovery.k8s.io", "-n", namespace,
-                               "-l", f"kubernetes.io/service-name={service}")["items"]
-        for endpoint_slice in slices:
-            slice_port = next((p for p in endpoint_slice.get("ports") or []
-                               if p.get("name", "") == wanted.get("name", "")), None)
-            if slice_port is None:
+        selector = svc["spec"].get("selector") or {}
+        if not selector:
+            raise LookupError(f"service {namespace}/{service} has no selector")
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = self.get_json("pods", "-n", namespace, "-l", label_selector)["items"]
+        target = wanted.get("targetPort", wanted["port"])
+        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in pod.get("status", {}).get("conditions") or [])
+            if not ready or pod["metadata"].get("deletionTimestamp") or not pod["status"].get("podIP"):
                 continue
-            for endpoint in endpoint_slice.get("endpoints") or []:
-                if endpoint.get("conditions", {}).get("ready") and endpoint.get("addresses"):
-                    return f"http://{endpoint['addresses'][0]}:{slice_port['port']}"
-        raise LookupError(f"service {namespace}/{service} port {port!r} has no ready endpoint")
+            number = target if isinstance(target, int) else next(
+                (p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
+                 if p.get("name") == target), None)
+            if number is not None:
+                return f"http://{pod['status']['podIP']}:{number}"
+        raise LookupError(f"service {namespace}/{service} port {port!r} has no ready pod")
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None,
                          timeout: float = 30.0) -> str:

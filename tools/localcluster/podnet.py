@@ -1,48 +1,48 @@
-"""Pod addresses: a block of locally routed addresses per cluster, so pods bind unique IPs on one host.
+"""Pod addresses: a block of loopback addresses per cluster, so pods bind unique IPs on one host.
 
-Pods are processes in the host's network namespace. To give each its own IP
-(two replicas of a Deployment both listen on :8080), the cluster claims a /20
-from 198.18.0.0/15 (RFC 2544, reserved for benchmarking, so unused on real
-networks) as a ``local`` route on ``lo``: the kernel then treats every address
-in the block as its own, exactly as it does for 127.0.0.0/8. Loopback
-addresses themselves will not do: the apiserver refuses them in EndpointSlices
-("may not be in the loopback range"), and Services need EndpointSlices.
+Pods are processes in the host's network namespace. To give each its own IP (two
+replicas of a Deployment both listen on :8080), the cluster takes a /16 of 127.0.0.0/8:
+every address in it is already the host's own, so nothing is routed and no traffic
+leaves loopback. The apiserver refuses loopback addresses in EndpointSlices, so
+Services here have no endpoints; :meth:`LocalCluster.service_url` resolves a Service
+through its selector to a ready pod instead, which is what kube-proxy would pick.
 
-``ip route add`` fails when the route exists, so trying blocks in order is
-race-free between clusters started side by side. Without CAP_NET_ADMIN the
-cluster falls back to a 127.X.0.0/16 block: pods still get unique addresses,
-but Services get no endpoints.
+Clusters started side by side take different blocks: a marker file per block, created
+exclusively, says which are in use; ``down`` removes it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
-import shutil
-import subprocess
+import tempfile
+from pathlib import Path
 
-POD_RANGE = ipaddress.ip_network("198.18.0.0/15")
-BLOCK_PREFIX = 20
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
+MARKERS = Path(tempfile.gettempdir()) / "codex-localcluster-podnets"
+FIRST_BLOCK, LAST_BLOCK = 16, 250  # 127.0.x.x stays free for the control plane
 
 
-def claim_block() -> tuple[str, bool]:
-    """(CIDR, whether a route was added for it, which ``release_block`` must remove at ``down``)."""
-    if shutil.which("ip"):
-        for block in POD_RANGE.subnets(new_prefix=BLOCK_PREFIX):
-            result = _ip("route", "add", "local", str(block), "dev", "lo", "scope", "host")
-            if result.returncode == 0:
-                return str(block), True
-            if "File exists" not in result.stderr:
-                break  # not permitted (or no such device): use the loopback fallback
-    return f"127.{random.randint(16, 250)}.0.0/16", False
+def claim_block(owner: str) -> str:
+    """A free ``127.X.0.0/16`` block, marked as taken by ``owner`` (the cluster's work dir)."""
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    candidates = list(range(FIRST_BLOCK, LAST_BLOCK + 1))
+    random.shuffle(candidates)
+    for octet in candidates:
+        marker = MARKERS / str(octet)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner)
+        return f"127.{octet}.0.0/16"
+    raise RuntimeError(f"every pod address block is taken (markers in {MARKERS})")
 
 
-def release_block(block: str) -> None:
-    _ip("route", "del", "local", block, "dev", "lo", "scope", "host")
+def release_block(cidr: str) -> None:
+    octet = ipaddress.ip_network(cidr).network_address.packed[1]
+    (MARKERS / str(octet)).unlink(missing_ok=True)
 
 
 class PodIps:
