@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-# The `cluster` fixture (tools/localcluster/pytest_plugin.py) is wired in by tests/cluster/conftest.py.
+# One embedded control plane per session, shared by every folder: the `cluster` fixture.
+pytest_plugins = ["localcluster.pytest_plugin"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
