@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trainer-image", default=None, help=f"default trainer image (env {config.ENV_TRAINER_IMAGE})")
     p.add_argument("--serve-image", default=None, help=f"default codex-serve image (env {config.ENV_SERVE_IMAGE})")
     p.add_argument("--vllm-image", default=None, help=f"default vLLM image (env {config.ENV_VLLM_IMAGE})")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-d", "--debug", action="store_true")
     return p
@@ -72,6 +73,8 @@ def kopf_args(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
     if args.liveness_port:
         host = environ.get(config.ENV_POD_IP) or "0.0.0.0"
         out.append(f"--liveness=http://{host}:{args.liveness_port}/healthz")
+    if args.quiet:
+        out.append("--quiet")
     if args.verbose:
         out.append("--verbose")
     if args.debug:

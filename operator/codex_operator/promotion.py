@@ -24,6 +24,8 @@ class Resolution:
     base_model: Optional[ModelSource]
     # Why nothing can be served yet (None when served_adapter is set).
     waiting: Optional[str] = None
+    # The adapter's LoRA rank when known (a run's spec.lora.r): vLLM sizes its LoRA slots from it.
+    lora_rank: Optional[int] = None
 
 
 def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
@@ -98,7 +100,9 @@ def resolve(model: CodexModel, runs: Iterable[Mapping[str, Any]],
     runs = list(runs)
     newest = newest_passing_run(model, runs)
     if newest is not None:
-        return Resolution(adapter_from_run(newest), model.spec.base_model or run_base_model(newest))
+        rank = ((newest.get("spec") or {}).get("lora") or {}).get("r")
+        return Resolution(adapter_from_run(newest), model.spec.base_model or run_base_model(newest),
+                          lora_rank=rank if isinstance(rank, int) else None)
     if current and current.get("source") == "trainingRun":
         # The served run may have been deleted: keep serving its adapter rather than tearing down.
         previous = next((r for r in runs if r["metadata"].get("name") == current.get("trainingRun")), None)

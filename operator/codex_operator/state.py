@@ -38,6 +38,8 @@ class OperatorState:
     locks: defaultdict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     written: dict[Key, Written] = field(default_factory=dict)
     active_jobs: set[Key] = field(default_factory=set)
+    # uid -> (generation, spec facts) of a run (see sync_runs.facts_for).
+    spec_facts: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def stored_status(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """The freshest status known for ``obj``: the watched one, or what was just written if newer."""
@@ -52,7 +54,9 @@ class OperatorState:
         if patched is not None:
             self.written[key] = Written(resource_version(patched), owned)
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: Key, uid: Optional[str] = None) -> None:
+        if uid is not None:
+            self.spec_facts.pop(uid, None)
         self.written.pop(key, None)
         self.locks.pop(key, None)
         self.active_jobs.discard(key)

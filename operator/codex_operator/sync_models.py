@@ -12,6 +12,7 @@ from . import metrics, names
 from .builders.common import object_hash
 from .builders.deployment import build_deployment
 from .builders.serving import build_hpa, build_service, endpoint
+from .builders.vllm import VllmConfig, VllmSpecError, build_vllm_pod
 from .config import OperatorConfig
 from .k8s import NotOwnedError
 from .promotion import Resolution, resolve
@@ -32,11 +33,13 @@ def parse_model(body: dict[str, Any]) -> CodexModel:
 
 
 def build_runtime_deployment(model: CodexModel, resolution: Resolution, cfg: OperatorConfig) -> dict[str, Any]:
+    """The builtin codex-serve Deployment, or the same Deployment around builders.vllm's pod pieces."""
+    base, served = resolution.base_model, resolution.served_adapter
     if model.spec.runtime == "vllm":
-        from .builders import vllm_runtime  # the vLLM pieces come from builders/vllm.py
-
-        return vllm_runtime.build_vllm_deployment(model, resolution.base_model, resolution.served_adapter, cfg)
-    return build_deployment(model, resolution.base_model, resolution.served_adapter, cfg)
+        pod = build_vllm_pod(model, base, served, VllmConfig.from_operator(cfg), lora_rank=resolution.lora_rank)
+        return build_deployment(model, base, served, cfg, container=pod.container,
+                                init_containers=pod.init_containers, extra_volumes=pod.extra_volumes)
+    return build_deployment(model, base, served, cfg)
 
 
 def build_model_children(model: CodexModel, resolution: Resolution, cfg: OperatorConfig) -> dict[str, Optional[dict]]:
@@ -134,7 +137,12 @@ async def reconcile_model(state: OperatorState, body: dict[str, Any], live: dict
             computed = compute_model_status(view, None, None, now, endpoint=None, waiting=resolution.waiting)
             await write_model_status(state, body, stored, computed)
             return
-        children = build_model_children(model, resolution, state.cfg)
+        try:
+            children = build_model_children(model, resolution, state.cfg)
+        except VllmSpecError as error:
+            invalid = SpecError([str(error)])
+            await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=invalid))
+            raise kopf.PermanentError(str(error))
         kopf.append_owner_reference([c for c in children.values() if c], owner=body)
         deployment = await apply_model_children(state, body, children, live)
         computed = compute_model_status(view, deployment, resolution.served_adapter, now, endpoint=endpoint(model))

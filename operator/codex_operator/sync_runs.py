@@ -18,7 +18,7 @@ from .builders.service import build_workers_service
 from .conditions import find_condition
 from .k8s import NotOwnedError
 from .state import OperatorState
-from .status import RUN_OWNED_FIELDS, compute_run_status, status_patch
+from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts, status_patch
 from .status import reasons
 
 API_VERSION = "codex.dev/v1alpha1"
@@ -90,11 +90,18 @@ async def apply_spec_configmap(state: OperatorState, run: CodexTrainingRun, owne
                                {"data": configmap["data"]})
 
 
-def _desired_hash(body: dict[str, Any], cfg) -> Optional[str]:
-    try:
-        return desired_pod_template_hash(parse_run(body), cfg)
-    except SpecError:
-        return None
+def facts_for(state: OperatorState, body: dict[str, Any]) -> SpecFacts:
+    """Spec validity and hashes, computed once per (uid, generation): parsing on every event is costly."""
+    meta = body["metadata"]
+    generation, facts = state.spec_facts.get(meta.get("uid"), (None, None))
+    if facts is None or generation != meta.get("generation"):
+        try:
+            desired = desired_pod_template_hash(parse_run(body), state.cfg)
+        except SpecError:
+            desired = None
+        facts = spec_facts(body, desired)
+        state.spec_facts[meta.get("uid")] = (meta.get("generation"), facts)
+    return facts
 
 
 def announce(body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -123,7 +130,7 @@ async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optio
     async with state.locks[key]:
         stored = state.stored_status(key, body)
         computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
-                                      _desired_hash(body, state.cfg))
+                                      facts=facts_for(state, body))
         state.phases.set(key, computed.get("phase"))
         changes = status_patch(stored, computed, RUN_OWNED_FIELDS)
         if not changes:

@@ -181,3 +181,18 @@ def test_operator_install_matches_golden(golden):
 def test_object_hash_ignores_key_order():
     a = {"x": 1, "y": {"b": 2, "a": 1}}
     assert object_hash(a) == object_hash(copy.deepcopy(dict(reversed(list(a.items())))))
+
+
+def test_vllm_runtime_deployment_matches_golden(golden):
+    from codex_operator.sync_models import build_model_children
+
+    body = example("model-hub-vllm.yaml", "CodexModel")
+    model = parse(CodexModel, body)
+    children = build_model_children(model, resolve(model, []), CFG)
+    deployment = children["Deployment"]
+    golden("model-hub-vllm.deployment", deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-adapter"]
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["metadata"]["annotations"][names.ANNOTATION_DESIRED_HASH]

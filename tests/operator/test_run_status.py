@@ -169,6 +169,15 @@ def test_training_hashes_cover_exactly_the_immutable_fields():
                                                                     "training"]
 
 
+def test_exhausted_retries_say_how_the_last_attempt_ended():
+    status = compute_run_status(run_body(), CASES[12][2], CASES[12][3], NOW)
+    assert status["message"] == "Job has reached the backoff limit; last attempt: trainer exited with code 45"
+    tail = pod("p9", "terminated", "2026-01-01T00:09:00Z", exit_code=1)
+    tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback ...\nMemoryError"
+    status = compute_run_status(run_body(), CASES[12][2], [tail], NOW)
+    assert status["message"].endswith("last attempt: trainer exited with code 1: Traceback ... MemoryError")
+
+
 def test_unreadable_termination_message_is_ignored():
     log_tail = pod("p1", "terminated", exit_code=0)
     log_tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback (most recent call..."

@@ -24,7 +24,9 @@ def render_run(run: CodexTrainingRun) -> str:
     if labels:
         meta["labels"] = dict(sorted(labels.items()))
     document = {"apiVersion": run.api_version, "kind": run.kind, "metadata": meta, "spec": run.spec.to_wire()}
-    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
+    # libyaml's emitter when present: the pure-Python one costs ~15 ms per run at scale.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(document, Dumper=dumper, sort_keys=True, default_flow_style=False)
 
 
 def build_spec_configmap(run: CodexTrainingRun) -> dict[str, Any]:

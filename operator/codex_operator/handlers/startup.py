@@ -18,10 +18,33 @@ from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 PREFIX = "codex.dev"
 
 
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, built from the fields it keeps instead of a deep copy of the whole
+    body (managedFields and status included), which dominated the operator's CPU at 1000 runs.
+    The essence is identical, so annotations written by plain kopf stay valid."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        metadata = body.get("metadata", {})
+        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations", "ownerReferences")
+                            if key in metadata}
+        if extra_fields:
+            lean["status"] = body.get("status", {})
+        return super().build(body=kopf.Body(lean), extra_fields=extra_fields)
+
+
+class QuietEventHandlers(logging.Filter):
+    """Drop kopf's per-event "Handler 'on_x_event' succeeded." lines: one per watch event is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Handler 'on_") and message.endswith("_event' succeeded."))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
     # kopf's "Handler ... succeeded" events would double every write; transitions post their own.
     settings.posting.level = logging.WARNING
@@ -34,6 +57,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietEventHandlers())
     cfg = OperatorConfig.from_env()
     memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config()))
     metrics.serve(cfg.metrics_port, cfg.bind_host)

@@ -45,7 +45,7 @@ async def on_run_event(type: str, body: kopf.Body, memo: kopf.Memo, job_index: k
     state: OperatorState = memo.state
     namespace, name = body.metadata.namespace, body.metadata.name
     if type == "DELETED":
-        state.forget(run_key(namespace, name))
+        state.forget(run_key(namespace, name), body.metadata.uid)
         metrics.forget_run(namespace, name)
     else:
         metrics.record_progress(namespace, name, dict(body.get("status") or {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
@@ -20,6 +21,8 @@ RUN_OWNED_FIELDS = (
 )
 TERMINAL_PHASES = ("Succeeded", "Failed")
 REPORT_FIELDS = ("metrics", "gates", "artifact", "lineage")
+# How much of a non-report termination message (a log tail) goes into status.message.
+MAX_DETAIL = 300
 
 # Exit codes without a readable report, mapped to reasons.
 EXIT_REASONS = {
@@ -87,7 +90,9 @@ def _ended_words(pod: Mapping[str, Any]) -> tuple[str, str]:
     if report is not None:
         return report.reason, report.message or f"trainer exited with {exit_code}"
     reason = EXIT_REASONS.get(exit_code, reasons.JOB_FAILED)
-    return reason, f"trainer exited with code {exit_code}"
+    # Not a report: with FallbackToLogsOnError this is the log tail (the trainer never logs a token).
+    detail = " ".join(str((_terminated(pod) or {}).get("message") or "").split())[-MAX_DETAIL:]
+    return reason, f"trainer exited with code {exit_code}" + (f": {detail}" if detail else "")
 
 
 def _job_condition(job: Mapping[str, Any], type_: str) -> Optional[Mapping[str, Any]]:
@@ -109,10 +114,12 @@ def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mappin
             reason, message = _ended_words(last)
             if failed.get("reason") in JOB_FAILURE_REASONS and reason in (reasons.PREEMPTED, reasons.TRANSIENT_ERROR):
                 reason = JOB_FAILURE_REASONS[failed["reason"]]
-                message = f"{failed.get('message', '')} (last attempt: {message})".strip()
+                message = f"{failed.get('message') or 'the training Job failed'}; last attempt: {message}"
             return "Failed", reason, message
-        return ("Failed", JOB_FAILURE_REASONS.get(failed.get("reason"), reasons.JOB_FAILED),
-                failed.get("message") or "the training Job failed")
+        message = failed.get("message") or "the training Job failed"
+        if last is not None:
+            message = f"{message}; last attempt: {_ended_words(last)[1]}"
+        return "Failed", JOB_FAILURE_REASONS.get(failed.get("reason"), reasons.JOB_FAILED), message
     if (job.get("spec") or {}).get("suspend"):
         queued = names.LABEL_KUEUE_QUEUE in ((job.get("metadata") or {}).get("labels") or {})
         return ("Pending", reasons.QUEUED, "the Job waits for Kueue to admit it") if queued else \
@@ -137,14 +144,29 @@ def _hash_pairs(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
 
 
-def _spec_condition(spec: Optional[CodexTrainingRunSpec], job: Mapping[str, Any],
-                    desired_template_hash: Optional[str], invalid: Optional[SpecError]) -> tuple[str, str, str]:
+@dataclass(frozen=True)
+class SpecFacts:
+    """What status needs from a spec, computed once per generation (parsing is the costly part)."""
+
+    invalid: Optional[SpecError]
+    training_hashes: str = ""
+    desired_template_hash: Optional[str] = None
+
+
+def spec_facts(run: Mapping[str, Any], desired_template_hash: Optional[str] = None) -> SpecFacts:
+    parsed, invalid = _parse_spec(run)
+    if parsed is None:
+        return SpecFacts(invalid)
+    return SpecFacts(None, training_hashes(parsed.spec), desired_template_hash)
+
+
+def _spec_condition(facts: SpecFacts, job: Mapping[str, Any]) -> tuple[str, str, str]:
     """SpecApplied: whether the Job still runs what the spec says, and why not."""
-    if invalid is not None or spec is None:
-        return "False", reasons.INVALID_SPEC, str(invalid)
+    if facts.invalid is not None:
+        return "False", reasons.INVALID_SPEC, str(facts.invalid)
     annotations = (job.get("metadata") or {}).get("annotations") or {}
     recorded = _hash_pairs(annotations.get(names.ANNOTATION_TRAINING_HASHES, ""))
-    current = _hash_pairs(training_hashes(spec))
+    current = _hash_pairs(facts.training_hashes)
     changed = sorted(f for f, h in current.items() if f in recorded and recorded[f] != h)
     if changed:
         fields = ", ".join(f"spec.{f}" for f in changed)
@@ -152,7 +174,8 @@ def _spec_condition(spec: Optional[CodexTrainingRunSpec], job: Mapping[str, Any]
             f"{fields} changed after the run started and cannot change; the Job keeps training with the original "
             "values. Create a new run to train with the new ones")
     recorded_template = annotations.get(names.ANNOTATION_POD_TEMPLATE_HASH)
-    if desired_template_hash and recorded_template and recorded_template != desired_template_hash:
+    desired = facts.desired_template_hash
+    if desired and recorded_template and recorded_template != desired:
         return "False", reasons.POD_TEMPLATE_CHANGED, (
             "the pod template (resources, image, volumes, ...) changed after the Job was created; a Job's pods are "
             "not mutated, so running and retried pods keep the old template. Create a new run to apply it")
@@ -207,16 +230,19 @@ def _invalid_status(old: Mapping[str, Any], generation: Optional[int], error: Sp
 
 def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
                        pods: Sequence[Mapping[str, Any]], now: datetime,
-                       desired_template_hash: Optional[str] = None) -> dict[str, Any]:
+                       desired_template_hash: Optional[str] = None,
+                       facts: Optional[SpecFacts] = None) -> dict[str, Any]:
     """The operator-owned status fields (RUN_OWNED_FIELDS) of ``run``.
 
     ``job`` is the run's Job (None before it exists), ``pods`` its trainer pods, ``now`` is
     used only for conditions that flip, and ``desired_template_hash`` is the pod-template
     hash the current spec would build (to explain changes that cannot reach a running Job).
+    ``facts`` may carry those spec-derived values precomputed (see :func:`spec_facts`).
     """
     old = run.get("status") or {}
     generation = (run.get("metadata") or {}).get("generation")
-    parsed, invalid = _parse_spec(run)
+    facts = facts or spec_facts(run, desired_template_hash)
+    invalid = facts.invalid
     if job is None:
         if invalid is not None:
             return _invalid_status(old, generation, invalid, now)
@@ -248,8 +274,7 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
         conditions = set_condition(conditions, "GatesPassed", "False", reasons.GATES_NOT_EVALUATED,
                                    "the run ended before its gates were evaluated", now, generation)
     if job is not None:
-        status_, spec_reason, spec_message = _spec_condition(parsed.spec if parsed else None, job,
-                                                             desired_template_hash, invalid)
+        status_, spec_reason, spec_message = _spec_condition(facts, job)
         conditions = set_condition(conditions, "SpecApplied", status_, spec_reason, spec_message, now, generation)
     return {
         "phase": phase,
