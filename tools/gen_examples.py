@@ -32,7 +32,7 @@ RUN = {
         "method": "sft",
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "training": {
-            "maxSteps": 24,
+            "maxSteps": 8,
             "learningRate": 0.0005,
             "scheduler": "cosine",
             "warmupRatio": 0.1,
@@ -44,7 +44,7 @@ RUN = {
             "seed": 1337,
         },
         "resources": {"gpusPerNode": 0, "cpu": "2", "memory": "6Gi"},
-        "checkpointing": {"size": "1Gi", "saveSteps": 8, "keepLast": 2},
+        "checkpointing": {"size": "1Gi", "saveSteps": 4, "keepLast": 2},
         "evaluation": {
             "tasks": {"configMap": {"name": SAMPLE_DATA_CONFIGMAP, "key": "eval_tasks.jsonl"}},
             "samplesPerTask": 2,
