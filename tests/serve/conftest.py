@@ -91,10 +91,10 @@ def wait_ready(get, timeout: float = 120.0) -> None:
 
 
 @contextmanager
-def app_client(args: list[str], api_key: str | None = API_KEY, loader=None, wait: bool = True
-               ) -> Iterator[TestClient]:
+def app_client(args: list[str], api_key: str | None = API_KEY, loader=None, wait: bool = True,
+               environ: dict[str, str] | None = None) -> Iterator[TestClient]:
     """An in-process app (TestClient runs its lifespan), by default once it has finished loading."""
-    config = load_config(args, environ={"CODEX_API_KEY": api_key} if api_key else {})
+    config = load_config(args, environ={**({"CODEX_API_KEY": api_key} if api_key else {}), **(environ or {})})
     with TestClient(create_app(config, loader=loader), raise_server_exceptions=False) as client:
         if wait:
             wait_ready(client.get)

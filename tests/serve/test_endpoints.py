@@ -8,6 +8,7 @@ import pytest
 
 from codex_serve.protocol import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
 from conftest import AWS_KEY, TRAINED, app_client, serve_args
+from fakehub import fake_hub, seed_repo  # noqa: F401  (fake_hub is a fixture)
 
 GREEDY = {"temperature": 0}
 
@@ -142,4 +143,13 @@ def test_masking_off_by_flag_returns_the_raw_completion(base_model_dir, adapter_
 def test_merged_adapter_answers_like_the_unmerged_one(base_model_dir, adapter_dir, auth):
     with app_client(serve_args(base_model_dir, adapter_dir, "--merge-adapter")) as client:
         body = {"prompt": "def add(a, b):", "max_tokens": 12, **GREEDY}
+        assert client.post("/infer", json=body, headers=auth).json() == {"completion": TRAINED["def add(a, b):"]}
+
+
+def test_private_hub_adapter_is_downloaded_with_the_token_and_served(fake_hub, base_model_dir, adapter_dir, auth):
+    files = {p.name: p.read_bytes() for p in adapter_dir.iterdir() if p.is_file()}
+    sha = seed_repo(fake_hub, "codex-org/add-lora", files, private=True)
+    args = serve_args(base_model_dir, None, "--adapter", f"hub:codex-org/add-lora@{sha}")
+    with app_client(args, environ={"HF_TOKEN": fake_hub.token}) as client:
+        body = {"prompt": "def add(a, b):", "max_tokens": 12}
         assert client.post("/infer", json=body, headers=auth).json() == {"completion": TRAINED["def add(a, b):"]}
