@@ -26,3 +26,15 @@ def tiny_source() -> ModelSource:
 
 # The fake Hub fixture, shared with other test packages.
 from fakehub import fake_hub  # noqa: E402,F401
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test: on this shared 2-core machine, OpenMP threads spin-waiting on
+    each other under load made training ~3x slower than a single thread. Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

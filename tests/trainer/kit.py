@@ -72,5 +72,5 @@ def trainer_environ(root: Path, models_dir: Path) -> dict[str, str]:
     stage(root)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", paths.ENV_RUN_NAME, paths.ENV_RUN_NAMESPACE)}
     env.update({paths.ENV_DATA_ROOT: str(root / "data"), paths.ENV_CHECKPOINT_DIR: str(root / "checkpoints"),
-                paths.ENV_MODELS_DIR: str(models_dir), "HF_HUB_OFFLINE": "1"})
+                paths.ENV_MODELS_DIR: str(models_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     return env

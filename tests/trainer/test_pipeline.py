@@ -148,7 +148,7 @@ def test_local_mode_runs_the_example_with_the_tiny_model(tmp_path, models_dir, m
     out = capsys.readouterr().out
     assert code in (contract.EXIT_OK, contract.EXIT_GATES_NOT_MET)
     assert "codex-train local: codex-demo on tiny-llama" in out
-    assert "train [############################] 24/24" in out
+    assert "train [############################] 8/8" in out
     for row in ("evalLoss", "pass@1", "gate syntaxOk", "adapter", f"exit code        {code}"):
         assert row in out
     staged = tmp_path / "data" / "configmap" / "codex-sample-data" / "eval_tasks.jsonl"
