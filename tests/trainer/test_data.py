@@ -128,3 +128,20 @@ def test_tasks_are_validated(tmp_path, repo_root):
     with pytest.raises(InvalidDataError, match=r"^spec.evaluation.tasks: t.jsonl in configMap data line 1: field "
                                                r"'test' must be a non-empty string"):
         load_tasks(source, tmp_path)
+
+
+def test_url_source_and_its_errors(fake_hub):
+    from fakehub import seed_repo
+
+    from codex_trainer.errors import TransientError
+    from codex_trainer.sources import _fetch_url
+
+    seed_repo(fake_hub, "org/files", {"pairs.jsonl": b'{"text": "a"}\n'})
+    url = f"{fake_hub.url}/org/files/resolve/main/pairs.jsonl"
+    fetched = _fetch_url(url + "?signature=secret", "spec.dataset.source")
+    assert (fetched.name, fetched.data, fetched.suffix) == (url, b'{"text": "a"}\n', ".jsonl")
+    with pytest.raises(InvalidSpecError, match=r"^spec.dataset.source.url: .*/missing.jsonl answered HTTP 404$"):
+        _fetch_url(f"{fake_hub.url}/org/files/resolve/main/missing.jsonl", "spec.dataset.source")
+    fake_hub.fail("pairs.jsonl", 503)
+    with pytest.raises(TransientError, match=r"answered HTTP 503$"):
+        _fetch_url(url + "?signature=secret", "spec.dataset.source")

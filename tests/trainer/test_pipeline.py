@@ -156,3 +156,26 @@ def test_local_mode_runs_the_example_with_the_tiny_model(tmp_path, models_dir, m
     adapter = tmp_path / "data" / "pvc" / "codex-artifacts" / "codex-demo"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
     assert json.loads((tmp_path / "termination-log").read_text())["phase"] in ("Succeeded", "Failed")
+
+
+@pytest.mark.parametrize("data_format", ["chat", "text"])
+def test_chat_and_text_formats_train_with_accumulation_and_checkpointing(tmp_path, models_dir, data_format):
+    env = env_for(tmp_path, models_dir)
+    pairs = [json.loads(line) for line in (SAMPLE_DATA / "code_pairs.jsonl").read_text().splitlines()]
+    records = [{"messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}]}
+               if data_format == "chat" else {"text": p["prompt"] + p["completion"]} for p in pairs]
+    key = f"{data_format}.jsonl"
+    (env.data_root / "configmap" / "codex-sample-data" / key).write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    run = tiny_run(dataset={"source": {"configMap": {"name": "codex-sample-data", "key": key}}, "format": data_format},
+                   training={"maxSteps": 6, "gradientAccumulationSteps": 2, "gradientCheckpointing": True},
+                   evaluation={"tasks": None})
+    recipe = Recipe(run, env)
+    assert execute(recipe) == contract.EXIT_OK
+    assert recipe.trainer.state.global_step == 6
+    assert recipe.args.gradient_checkpointing and recipe.args.gradient_accumulation_steps == 2
+    if data_format == "chat":
+        # assistant-only loss: the prompts' tokens are masked out of the labels
+        batch = next(iter(recipe.trainer.get_train_dataloader()))
+        assert (batch["labels"] == -100).sum() > 0
+    assert recipe.metrics.eval_loss is not None and recipe.metrics.train_tokens > 0

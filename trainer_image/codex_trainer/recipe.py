@@ -65,10 +65,10 @@ class Recipe:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
+        self.args = self._setup_args(self.spec.method)
         self.tracker.set_stage("prepare")
         self.data = self._setup_data(self.spec.dataset)
         self.tasks = self._setup_tasks(self.spec.evaluation)
-        self.args = self._setup_args(self.spec.method)
         self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
                                                models_dir=self.env.models_dir, data_root=self.env.data_root)
         self.lineage = self.lineage.model_copy(update={"base_model_revision": self.resolved.revision})
