@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 from . import build, controlplane, layout, pki as pki_module, podnet, procs
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer")
+DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer", "codex-serve")
 DEFAULT_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 # Stop order: the agent first (it stops the pods' processes), etcd last.
 _STOP_ORDER = ("agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")

@@ -11,6 +11,8 @@ from pathlib import Path
 ENTRYPOINTS = {
     "codex-operator": ["codex-operator"],
     "codex-trainer": ["codex-train"],
+    # Dockerfile.trainer's `serve` target: the same image contents, codex-serve as entrypoint.
+    "codex-serve": ["codex-serve"],
 }
 # The PATH of every container: the agent's own virtualenv first, so codex-* scripts and `python` resolve there.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
