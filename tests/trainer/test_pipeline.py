@@ -179,3 +179,21 @@ def test_chat_and_text_formats_train_with_accumulation_and_checkpointing(tmp_pat
         batch = next(iter(recipe.trainer.get_train_dataloader()))
         assert (batch["labels"] == -100).sum() > 0
     assert recipe.metrics.eval_loss is not None and recipe.metrics.train_tokens > 0
+
+
+def test_packed_batches_have_no_padding_and_no_cross_attention(tmp_path, models_dir):
+    recipe = Recipe(tiny_run(), env_for(tmp_path, models_dir))
+    recipe.setup()
+    batch = next(iter(recipe.trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # one flattened row, no pads
+    positions = batch["position_ids"][0]
+    starts = (positions == 0).nonzero().flatten().tolist()
+    assert len(starts) > 1
+    first, second = starts[0], starts[1]
+    end = starts[2] if len(starts) > 2 else positions.numel()
+    model = recipe.trainer.model.eval()
+    with torch.no_grad():  # the call TRL makes in compute_loss: position_ids, no cache
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = model(input_ids=batch["input_ids"][:, second:end], use_cache=False).logits
+    torch.testing.assert_close(packed[:, second:end], alone, atol=1e-5, rtol=1e-4)
+    assert first == 0

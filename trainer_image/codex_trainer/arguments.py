@@ -55,8 +55,6 @@ def common_kwargs(spec: CodexTrainingRunSpec, checkpoint_dir: Path, cuda: bool, 
         "warmup_steps": warmup(training),
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
-        "gradient_checkpointing": training.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if training.gradient_checkpointing else None,
         "seed": training.seed,
         "data_seed": training.seed,
         "use_cpu": not cuda,
@@ -73,6 +71,9 @@ def common_kwargs(spec: CodexTrainingRunSpec, checkpoint_dir: Path, cuda: bool, 
         "dataloader_num_workers": 0,
         "ddp_find_unused_parameters": False,
         **flags,
+        # Only when asked: transformers 5 warns about the old name on every mention.
+        **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+           if training.gradient_checkpointing else {}),
     }
 
 
@@ -86,6 +87,9 @@ def sft_kwargs(spec: CodexTrainingRunSpec) -> dict[str, Any]:
         "dataset_text_field": "text",
         "completion_only_loss": training.completion_only_loss if data_format == "prompt-completion" else None,
         "assistant_only_loss": training.completion_only_loss and data_format == "chat",
+        # Packed batches are padding-free (one flattened row, no pad tokens), where "non_padding"
+        # would miscount: it drops every eos, because the pad token is eos.
+        "include_num_input_tokens_seen": "all" if training.packing else "non_padding",
     }
     if data_format == "text":
         kwargs["completion_only_loss"] = False

@@ -10,6 +10,7 @@ saving never leaves the run without a checkpoint to resume from.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import signal
@@ -96,7 +97,7 @@ def find_resume_checkpoint(checkpoint_dir: Path, remove_incomplete: bool) -> tup
         if reason is None:
             state = json.loads((path / STATE_FILE).read_text())
             return path, ResumeState(**{k: state[k] for k in ResumeState.__dataclass_fields__ if k in state})
-        event("setup", "checkpoint.skipped", checkpoint=path.name, reason=reason)
+        event("prepare", "checkpoint.skipped", level=logging.WARNING, checkpoint=path.name, reason=reason)
         if remove_incomplete:
             shutil.rmtree(path, ignore_errors=True)
     return None, None

@@ -93,6 +93,6 @@ def setup_logging(redact: Redactor, stream: TextIO = sys.stderr, level: int = lo
     logging.getLogger("stevedore").setLevel(logging.CRITICAL)
 
 
-def event(stage: str, name: str, **fields: Any) -> None:
+def event(stage: str, name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event of a recipe stage: ``{"stage": "train", "event": "step", ...}``."""
-    log.info(json.dumps({"stage": stage, "event": name, **fields}, default=str))
+    log.log(level, json.dumps({"stage": stage, "event": name, **fields}, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path, PurePosixPath
@@ -101,9 +102,9 @@ class Recipe:
         common = arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda,
                                          self.cuda and torch.cuda.is_bf16_supported())
         if method == "dpo":
-            args = DPOConfig(**common, **arguments.dpo_kwargs(self.spec))
+            args = DPOConfig(**{**common, **arguments.dpo_kwargs(self.spec)})
         else:
-            args = SFTConfig(**common, **arguments.sft_kwargs(self.spec))
+            args = SFTConfig(**{**common, **arguments.sft_kwargs(self.spec)})
         _ = args.device  # initialises the process group and pins this rank's GPU before the model loads
         self.is_main = args.process_index == 0
         if not self.is_main:
@@ -127,7 +128,7 @@ class Recipe:
         if path is not None:
             event("prepare", "resume", checkpoint=path.name, step=saved.step, epoch=saved.epoch)
             for difference in saved.disagreements(current):
-                event("prepare", "resume.config_differs", detail=difference)
+                event("prepare", "resume.config_differs", level=logging.WARNING, detail=difference)
         self.checkpoint_callback = CheckpointCallback(self.env.checkpoint_dir, checkpointing.keep_last, current)
         return path, current
 

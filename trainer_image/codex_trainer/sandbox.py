@@ -173,24 +173,24 @@ def run_untrusted(program: str, limits: Limits = Limits()) -> SandboxResult:
         (workdir / "program.py").write_text(program, encoding="utf-8")
         if drop_to is not None:
             os.chown(workdir, drop_to, drop_to)
-        output = open(workdir / "output.txt", "wb")
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [interpreter(drop_to is not None), "-I", "-c", GUARD],
-            cwd=workdir, env=scrubbed_env(), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_preexec(limits, drop_to, nproc), close_fds=True,
-        )
-        try:
-            returncode = process.wait(timeout=limits.timeout_seconds)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            returncode = None
-        elapsed = time.monotonic() - started
-        _kill_group(process.pid)
-        if timed_out:
-            process.wait()
-        output.close()
+        with open(workdir / "output.txt", "wb") as output:
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [interpreter(drop_to is not None), "-I", "-c", GUARD],
+                cwd=workdir, env=scrubbed_env(), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_preexec(limits, drop_to, nproc), close_fds=True,
+            )
+            timed_out, returncode = False, None
+            try:
+                returncode = process.wait(timeout=limits.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                # Always, even when SIGTERM interrupts the wait: nothing of the snippet outlives this call.
+                elapsed = time.monotonic() - started
+                _kill_group(process.pid)
+                if returncode is None:
+                    process.wait()
         tail = _tail(workdir / "output.txt")
         if timed_out or returncode == -signal.SIGXCPU:
             return SandboxResult("timeout", returncode, elapsed, tail)
