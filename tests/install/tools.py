@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,8 +17,11 @@ def binary(name: str) -> str:
     return str(build.binary(name))
 
 
-def run(name: str, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([binary(name), *args], capture_output=True, text=True, input=input, cwd=REPO_ROOT)
+def run(name: str, *args: str, check: bool = True, input: str | None = None,
+        kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)} if kubeconfig else None
+    result = subprocess.run([binary(name), *args], capture_output=True, text=True, input=input, cwd=REPO_ROOT,
+                            env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
