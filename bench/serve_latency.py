@@ -49,6 +49,8 @@ class Level:
     latencies: list[float]
     tokens: int
     wall: float
+    batches: float = 0
+    rows: float = 0
 
     @property
     def p50(self) -> float:
@@ -96,9 +98,19 @@ async def _server_level(url: str, prompts: list[str], concurrency: int, per_clie
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
         # Warm-up, not measured: one request opens a connection and runs the first generate.
         await http.post("/v1/completions", json={"prompt": prompts[0], "max_tokens": 2, "temperature": 0})
+        before = batch_counts((await http.get("/metrics")).text)
         started = time.perf_counter()
         await asyncio.gather(*(client(worker, http) for worker in range(concurrency)))
-        return Level(concurrency, latencies, tokens, time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        after = batch_counts((await http.get("/metrics")).text)
+        return Level(concurrency, latencies, tokens, wall, batches=after[0] - before[0], rows=after[1] - before[1])
+
+
+def batch_counts(metrics: str) -> tuple[float, float]:
+    """(batched generate calls, rows in them) so far, from the server's /metrics."""
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                  if line.startswith(("codex_serve_batch_size_count", "codex_serve_batch_size_sum")))
+    return float(values.get("codex_serve_batch_size_count", 0)), float(values.get("codex_serve_batch_size_sum", 0))
 
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
@@ -171,15 +183,16 @@ class RawLoop:
 
 def merge(levels: list[Level]) -> Level:
     return Level(levels[0].concurrency, [x for level in levels for x in level.latencies],
-                 sum(level.tokens for level in levels), sum(level.wall for level in levels))
+                 sum(level.tokens for level in levels), sum(level.wall for level in levels),
+                 sum(level.batches for level in levels), sum(level.rows for level in levels))
 
 
 def table(server: list[Level], raw: list[Level]) -> str:
-    lines = ["| concurrency | server p50 (s) | server p99 (s) | server tok/s | raw p50 (s) | raw p99 (s) | raw tok/s |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| concurrency | server p50 (s) | server p99 (s) | server tok/s | mean batch | raw p50 (s) | raw p99 (s) "
+             "| raw tok/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s, r in zip(server, raw):
         lines.append(f"| {s.concurrency} | {s.p50:.3f} | {s.p99:.3f} | {s.tokens_per_s:.1f} | "
-                     f"{r.p50:.3f} | {r.p99:.3f} | {r.tokens_per_s:.1f} |")
+                     f"{s.rows / max(s.batches, 1):.1f} | {r.p50:.3f} | {r.p99:.3f} | {r.tokens_per_s:.1f} |")
     return "\n".join(lines)
 
 
@@ -191,7 +204,7 @@ def main() -> int:
     parser.add_argument("--per-client", type=int, default=1, help="requests each client sends per round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating raw/server rounds per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--batch-window-ms", type=float, default=5.0)
+    parser.add_argument("--batch-window-ms", type=float, default=10.0)
     # One thread by default: on a small shared machine two OpenMP threads stall each other whenever
     # another process takes a core, and the timings swing by 5x from run to run. Pass --threads 0
     # for what codex-serve picks by itself (the CPU quota or count).
@@ -221,7 +234,8 @@ def main() -> int:
         for concurrency in args.concurrency:
             # Alternate the two, round by round, so that load from elsewhere on the machine hits both alike.
             raw_rounds, server_rounds = [], []
-            for _ in range(args.rounds):
+            # Single requests are quick and noisy: more rounds for them.
+            for _ in range(max(args.rounds, 6 // concurrency)):
                 raw_rounds.append(raw_loop.level(concurrency, args.per_client))
                 server_rounds.append(asyncio.run(_server_level(url, chat_prompts(tokenizer), concurrency,
                                                                args.per_client, args.max_tokens)))

@@ -71,8 +71,9 @@ def adapter_dir(base_model_dir, tmp_path_factory) -> Path:
 
 
 def serve_args(base_model_dir: Path, adapter_dir: Path | None, *extra: str) -> list[str]:
+    # One torch thread: on a small shared machine two would stall each other whenever a core is taken.
     args = ["--base-model", str(base_model_dir), "--model-name", "codex-test", "--max-new-tokens", "64",
-            "--max-prompt-tokens", "256", "--max-body-bytes", "65536"]
+            "--threads", "1", "--max-prompt-tokens", "256", "--max-body-bytes", "65536"]
     return args + (["--adapter", str(adapter_dir)] if adapter_dir else []) + list(extra)
 
 

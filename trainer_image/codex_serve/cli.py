@@ -5,24 +5,26 @@ If loading fails the reason goes to the log and /dev/termination-log and the pro
 
 Flags (each falls back to the environment variable shown; flags win):
 
-  --base-model SPEC        CODEX_SERVE_BASE_MODEL     required. ``embedded:tiny-llama``,
-                                                      ``embedded:smollm2-135m-instruct``,
-                                                      ``hub:org/name[@revision]`` or a checkpoint directory.
-  --adapter SPEC           CODEX_SERVE_ADAPTER        a peft adapter directory (e.g. /var/run/codex/adapter)
-                                                      or ``hub:org/name[@revision]``. Unset serves the base.
-  --merge-adapter          CODEX_SERVE_MERGE_ADAPTER  merge the LoRA weights into the base at load (spec.server.mergeAdapter).
-  --host HOST              CODEX_SERVE_HOST           default 0.0.0.0; the operator passes $(POD_IP).
-  --port PORT              CODEX_SERVE_PORT           default 8000.
-  --model-name NAME        CODEX_SERVE_MODEL_NAME     the id in /v1/models and the accepted ``model``; the CodexModel's name.
-  --max-new-tokens N       CODEX_SERVE_MAX_NEW_TOKENS     cap on max_tokens (spec.server.maxNewTokens), default 256.
-  --max-prompt-tokens N    CODEX_SERVE_MAX_PROMPT_TOKENS  cap on prompt tokens (spec.server.maxPromptTokens), default 2048.
-  --max-concurrency N      CODEX_SERVE_MAX_CONCURRENCY    generations at once, more get 429 (spec.server.maxConcurrency), default 4.
-  --no-mask-secrets        CODEX_SERVE_MASK_SECRETS=false  send completions unmasked (spec.server.maskSecrets: false).
-  --max-body-bytes N       CODEX_SERVE_MAX_BODY_BYTES     request body bound, larger gets 413; default 1048576.
-  --batch-window-ms MS     CODEX_SERVE_BATCH_WINDOW_MS    how long a pending request waits for others to batch with, default 5.
-  --threads N              CODEX_SERVE_THREADS            torch threads for generation; default: the cgroup CPU
-                                                      quota (the pod's cpu limit), else the CPUs this process may use.
-  --log-level LEVEL        CODEX_SERVE_LOG_LEVEL          default info.
+  --base-model SPEC      CODEX_SERVE_BASE_MODEL, required: ``embedded:tiny-llama``,
+                         ``embedded:smollm2-135m-instruct``, ``hub:org/name[@revision]`` or a directory.
+  --adapter SPEC         CODEX_SERVE_ADAPTER: a peft adapter directory (such as /var/run/codex/adapter)
+                         or ``hub:org/name[@revision]``. Unset serves the base model alone.
+  --merge-adapter        CODEX_SERVE_MERGE_ADAPTER=true: merge the LoRA weights at load (spec.server.mergeAdapter).
+  --host HOST            CODEX_SERVE_HOST, default 0.0.0.0; the operator passes $(POD_IP).
+  --port PORT            CODEX_SERVE_PORT, default 8000.
+  --model-name NAME      CODEX_SERVE_MODEL_NAME, default "codex": the id in /v1/models and the accepted
+                         ``model``; the operator passes the CodexModel's name.
+  --max-new-tokens N     CODEX_SERVE_MAX_NEW_TOKENS, default 256: cap on max_tokens (spec.server.maxNewTokens).
+  --max-prompt-tokens N  CODEX_SERVE_MAX_PROMPT_TOKENS, default 2048 (spec.server.maxPromptTokens).
+  --max-concurrency N    CODEX_SERVE_MAX_CONCURRENCY, default 4: generations at once, also the largest
+                         batch; more get 429 with Retry-After (spec.server.maxConcurrency).
+  --no-mask-secrets      CODEX_SERVE_MASK_SECRETS=false: completions unmasked (spec.server.maskSecrets: false).
+  --max-body-bytes N     CODEX_SERVE_MAX_BODY_BYTES, default 1048576: larger request bodies get 413.
+  --batch-window-ms MS   CODEX_SERVE_BATCH_WINDOW_MS, default 10: how long the batcher waits for one
+                         more request to join the batch.
+  --threads N            CODEX_SERVE_THREADS: torch threads for generation; default the cgroup CPU quota
+                         (the pod's cpu limit), else the CPUs this process may use.
+  --log-level LEVEL      CODEX_SERVE_LOG_LEVEL, default info. Prompts and completions are never logged.
 
 Secrets, from the environment only (set from Secrets with valueFrom.secretKeyRef):
 

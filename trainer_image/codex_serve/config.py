@@ -71,7 +71,7 @@ class ServeConfig:
     mask_secrets: bool = True
     max_body_bytes: int = 1 << 20
     # How long the batcher waits for more requests to join a batch once one is pending.
-    batch_window_ms: float = 5.0
+    batch_window_ms: float = 10.0
     # torch intra-op threads for generation; more threads than the CPU quota only stall each other.
     threads: int = 1
     log_level: str = "info"
@@ -128,7 +128,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--no-mask-secrets", dest="mask_secrets", action="store_false",
                         default=_env_bool(environ, "MASK_SECRETS", True))
     parser.add_argument("--max-body-bytes", type=_positive_int, default=env("MAX_BODY_BYTES", 1 << 20))
-    parser.add_argument("--batch-window-ms", type=float, default=env("BATCH_WINDOW_MS", 5.0))
+    parser.add_argument("--batch-window-ms", type=float, default=env("BATCH_WINDOW_MS", 10.0))
     parser.add_argument("--threads", type=_positive_int, default=env("THREADS"),
                         help="torch threads for generation; default: the CPU quota (pod cpu limit) or CPU count")
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"),

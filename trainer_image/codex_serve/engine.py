@@ -1,7 +1,7 @@
 """The generation engine: dynamic batching of concurrent requests over ``model.generate``.
 
 Requests queue as rows. A batcher task on the event loop takes the first pending row,
-waits up to ``batch_window`` for more to arrive (or until the batch is full), and runs
+waits a few milliseconds for more to arrive (or until the batch is full), and runs
 them as one left-padded ``generate`` call on a dedicated worker thread, so the event loop
 keeps serving while the model computes. Rows arriving meanwhile form the next batch.
 
@@ -117,6 +117,8 @@ class Engine:
                                             initializer=torch.set_num_threads if threads else None,
                                             initargs=(threads,) if threads else ())
         self._tasks: list[asyncio.Task] = []
+        # (rows, seconds) of the last batch: how many to expect back, and how long a straggler would wait.
+        self._last_batch: tuple[int, float] = (1, 0.0)
 
     @property
     def ready(self) -> bool:
@@ -167,12 +169,13 @@ class Engine:
         return Row(0, [self.pad_id], SamplingParams(max_tokens=2, temperature=0.0), sink=lambda event: None,
                    text=StopStringText(self.tokenizer, ()))
 
-    def submit(self, prompts: Sequence[list[int]], params: SamplingParams, n: int = 1) -> tuple[list[Row], asyncio.Queue]:
+    def submit(self, prompts: Sequence[list[int]], params: SamplingParams, n: int = 1,
+               stream: bool = True) -> tuple[list[Row], asyncio.Queue]:
         """Queue ``n`` rows per prompt; their events arrive on the returned queue, indexed prompt-major."""
         queue: "asyncio.Queue[Event]" = asyncio.Queue()
         sink = self._outbox.sink(queue)
         rows = [
-            Row(index, list(prompt), params, sink, eos_ids=self.eos_ids,
+            Row(index, list(prompt), params, sink, eos_ids=self.eos_ids, stream=stream,
                 text=StopStringText(self.tokenizer, params.stop, context=prompt))
             for index, prompt in enumerate(p for p in prompts for _ in range(n))
         ]
@@ -183,22 +186,41 @@ class Engine:
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._pending.get()]
-            deadline = loop.time() + self.batch_window_s
-            while len(batch) < self.max_batch:
-                if self._pending.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(self._pending.get(), remaining))
-                    except asyncio.TimeoutError:
-                        break
-                else:
-                    batch.append(self._pending.get_nowait())
-            batch = [row for row in batch if not row.cancelled]
+            batch = [row for row in await self._collect_batch() if not row.cancelled]
             if batch:
+                started = loop.time()
                 await loop.run_in_executor(self._executor, self._generate, batch)
+                self._last_batch = (len(batch), loop.time() - started)
+
+    async def _collect_batch(self) -> list[Row]:
+        """The first pending row plus those that follow it closely.
+
+        Clients answered together come back a few milliseconds apart, so each arrival extends the
+        wait by up to ``batch_window``. Until as many rows as last time are in, the batcher waits
+        longer, up to a tenth of the last batch's run time: a straggler left out of a batch would
+        otherwise wait for that whole run.
+        """
+        loop = asyncio.get_running_loop()
+        batch = [await self._pending.get()]
+        expected, last_seconds = self._last_batch
+        started = loop.time()
+        patience = max(10 * self.batch_window_s, 0.1 * last_seconds)
+        while len(batch) < self.max_batch:
+            if not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+                continue
+            elapsed = loop.time() - started
+            if len(batch) < expected:
+                wait = patience - elapsed
+            else:
+                wait = min(self.batch_window_s, 10 * self.batch_window_s - elapsed)
+            if wait <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._pending.get(), wait))
+            except asyncio.TimeoutError:
+                break
+        return batch
 
     def _generate(self, rows: list[Row]) -> None:
         """Run one batched generate (worker thread). Every row ends with Finished or Failed."""

@@ -89,11 +89,11 @@ async def _run(service: GenerationService, prompts: list[list[int]], params: Sam
     lease = service.admit(len(prompts) * n, slots_param)
     if stream_chunk is None:
         try:
-            return await service.collect(*service.start(prompts, params, n))
+            return await service.collect(*service.start(prompts, params, n, stream=False))
         finally:
             lease.release()
     try:
-        rows, queue = service.start(prompts, params, n)
+        rows, queue = service.start(prompts, params, n, stream=True)
     except BaseException:
         lease.release()
         raise

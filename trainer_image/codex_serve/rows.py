@@ -135,12 +135,25 @@ class Row:
     sink: Callable[[Event], None]
     eos_ids: frozenset[int] = frozenset()
     text: Optional[StopStringText] = None
+    # A streamed row sends each delta as it comes; otherwise the text goes out once, at the end,
+    # sparing the event loop a wake-up per token.
+    stream: bool = True
     cancelled: bool = False
     finished: bool = False
     generated: int = field(default=0)
+    held: list[str] = field(default_factory=list)
 
     def emit(self, event: Event) -> None:
         self.sink(event)
+
+    def send(self, text: str, final: bool = False) -> None:
+        if not self.stream and not final:
+            self.held.append(text)
+            return
+        text = "".join(self.held) + text
+        self.held.clear()
+        if text:
+            self.emit(Delta(self.index, text))
 
     def step(self, token_id: int) -> bool:
         """Take one generated token; True once the row has finished."""
@@ -151,7 +164,7 @@ class Row:
         self.generated += 1
         delta = self.text.add(token_id)
         if delta:
-            self.emit(Delta(self.index, delta))
+            self.send(delta)
         if self.text.stopped:
             return self.finish(STOP)
         if self.generated >= self.params.max_tokens:
@@ -163,9 +176,7 @@ class Row:
             return True
         self.finished = True
         if reason != CANCELLED:
-            rest = self.text.finish()
-            if rest:
-                self.emit(Delta(self.index, rest))
+            self.send(self.text.finish(), final=True)
         self.emit(Finished(self.index, reason, self.generated))
         return True
 

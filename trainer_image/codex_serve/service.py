@@ -20,6 +20,7 @@ from .protocol import ChatMessage
 from .rows import Delta, Event, Failed, Finished, Row, SamplingParams
 
 RETRY_AFTER_BUSY_S = "1"
+INLINE_TOKENIZE_CHARS = 8192
 RETRY_AFTER_LOADING_S = "5"
 
 
@@ -80,8 +81,9 @@ class GenerationService:
         def tokenize() -> list[list[int]]:
             return self.engine.tokenizer(list(texts), add_special_tokens=special_tokens)["input_ids"]
 
-        # Long prompts take a while to tokenise: keep the event loop free meanwhile.
-        encoded = await asyncio.to_thread(tokenize)
+        # Short prompts tokenise in microseconds, inline; long ones on a thread, keeping the event loop free.
+        long = sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS
+        encoded = await asyncio.to_thread(tokenize) if long else tokenize()
         bos = self.engine.tokenizer.bos_token_id
         for position, ids in enumerate(encoded):
             if not ids:
@@ -120,9 +122,10 @@ class GenerationService:
         self.metrics.in_flight.inc()
         return Lease(self, slots)
 
-    def start(self, prompts: list[list[int]], params: SamplingParams, n: int) -> tuple[list[Row], asyncio.Queue]:
+    def start(self, prompts: list[list[int]], params: SamplingParams, n: int,
+              stream: bool) -> tuple[list[Row], asyncio.Queue]:
         self.metrics.prompt_tokens.inc(sum(len(ids) for ids in prompts) * n)
-        return self.engine.submit(prompts, params, n)
+        return self.engine.submit(prompts, params, n, stream)
 
     async def events(self, rows: list[Row], queue: "asyncio.Queue[Event]") -> AsyncIterator[tuple[Choice, str]]:
         """Yield (choice, newly released text) per event; a finished choice has its finish_reason set.
