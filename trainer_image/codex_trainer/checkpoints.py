@@ -103,6 +103,33 @@ def find_resume_checkpoint(checkpoint_dir: Path, remove_incomplete: bool) -> tup
     return None, None
 
 
+def agree_across_ranks(checkpoint_dir: Path, path: Optional[Path], state: Optional[ResumeState]):
+    """The checkpoint every rank can resume from: the oldest newest-step among ranks, or none.
+
+    All ranks must resume from the same step. With a node-local checkpoint volume only the node
+    of rank 0 has checkpoints, so a multi-node run resumes only from a shared (ReadWriteMany) claim.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return path, state
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    step = torch.tensor([state.step if state is not None else -1], device=device)
+    dist.all_reduce(step, op=dist.ReduceOp.MIN)
+    agreed = int(step.item())
+    if state is not None and agreed == state.step:
+        return path, state
+    if agreed >= 0:
+        candidate = checkpoint_dir / f"checkpoint-{agreed}"
+        if why_incomplete(candidate) is None:
+            saved = json.loads((candidate / STATE_FILE).read_text())
+            return candidate, ResumeState(**{k: saved[k] for k in ResumeState.__dataclass_fields__ if k in saved})
+    event("prepare", "resume.no_common_checkpoint", level=logging.WARNING, own_step=state.step if state else None,
+          hint="multi-node resume needs a shared (ReadWriteMany) checkpointing.claimName")
+    return None, None
+
+
 class CheckpointCallback(TrainerCallback):
     """Marks each saved checkpoint complete, then keeps only the newest ``keep_last`` complete ones."""
 

@@ -14,7 +14,7 @@ from codex_api.training_run import Artifact, CodexTrainingRun, Lineage, Metrics
 
 from . import arguments, modeling
 from .checkpoints import (CheckpointCallback, PreemptionCallback, PreemptionGuard, ResumeState,
-                          find_resume_checkpoint)
+                          agree_across_ranks, find_resume_checkpoint)
 from .config import TrainerEnv
 from .data import PreparedData, load_tasks, prepare_dataset
 from .errors import Preempted, TrainerError
@@ -125,6 +125,7 @@ class Recipe:
                               config_hash=arguments.training_config_hash(self.spec),
                               train_records=len(self.data.train), world_size=self.args.world_size)
         path, saved = find_resume_checkpoint(self.env.checkpoint_dir, remove_incomplete=self.is_main)
+        path, saved = agree_across_ranks(self.env.checkpoint_dir, path, saved)
         if path is not None:
             event("prepare", "resume", checkpoint=path.name, step=saved.step, epoch=saved.epoch)
             for difference in saved.disagreements(current):
