@@ -36,6 +36,7 @@ import kubernetes  # noqa: E402
 from localcluster import LocalCluster, NodeSpec  # noqa: E402
 from localcluster.cluster import DEFAULT_CAPACITY  # noqa: E402
 
+from codex_operator.builders.operator_install import OPERATOR_ENV  # noqa: E402
 from codex_operator.rbac_rules import build_operator_rbac  # noqa: E402
 
 OPERATOR_NS = "codex-system"
@@ -104,12 +105,14 @@ class Bench:
         path.write_text(json.dumps(admin))
         return path
 
-    def start_operator(self) -> None:
+    def start_operator(self, python_args: tuple[str, ...] = ("-m", "codex_operator.main")) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.operator_kubeconfig()), "CODEX_TRAINER_IMAGE": TRAINER_IMAGE,
-               "CODEX_METRICS_PORT": str(self.metrics_port), "POD_IP": "127.0.0.1"}
+               "CODEX_METRICS_PORT": str(self.metrics_port), "POD_IP": "127.0.0.1",
+               # As in the operator's Deployment (builders/operator_install.py).
+               **OPERATOR_ENV}
         log = open(self.cluster.workdir / "operator.log", "w")
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "codex_operator.main", "--all-namespaces", "--quiet",
+            [sys.executable, *python_args, "--all-namespaces", "--quiet",
              "--liveness-port", str(free_port())], env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -209,14 +212,18 @@ class Bench:
         }
 
     def _watch_jobs(self, namespace: str, count: int, seen: dict, done: threading.Event) -> None:
+        """First-seen time of every Job; the watch is reopened when the server ends it."""
         batch = kubernetes.client.BatchV1Api()
-        watch = kubernetes.watch.Watch()
-        for event in watch.stream(batch.list_namespaced_job, namespace, timeout_seconds=900):
-            name = event["object"].metadata.name
-            seen.setdefault(name, time.monotonic())
-            if len(seen) >= count:
-                done.set()
-                watch.stop()
+        while not done.is_set():
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(batch.list_namespaced_job, namespace, timeout_seconds=60):
+                    seen.setdefault(event["object"].metadata.name, time.monotonic())
+                    if len(seen) >= count:
+                        done.set()
+                        watch.stop()
+            except Exception:  # a dropped watch under load: list and watch again
+                time.sleep(0.2)
 
     def idle(self, seconds: float) -> dict:
         requests, writes = self.operator_requests(), self.own_writes()

@@ -38,21 +38,32 @@ def parse_run(body: dict[str, Any]) -> CodexTrainingRun:
     return parse(CodexTrainingRun, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
 
 
-def build_run_children(run: CodexTrainingRun, cfg) -> list[dict[str, Any]]:
-    """Everything a run owns, the Job last (it is created only once the rest exists)."""
+def build_run_children(run: CodexTrainingRun, cfg) -> list[list[dict[str, Any]]]:
+    """Everything a run owns, in two creation waves, the Job last in the second.
+
+    What the Job's pods need at creation (their ServiceAccount, the spec ConfigMap, the checkpoint
+    PVC) is in the first wave. The RoleBinding waits for its Role (the apiserver checks a binding
+    against the Role it grants, RBAC escalation prevention); the trainer needs it only to report
+    progress, so it can go with the Job.
+    """
     optional = [build_checkpoint_pvc(run), build_workers_service(run)]
-    return [build_spec_configmap(run), *build_trainer_rbac(run), *(o for o in optional if o), build_job(run, cfg)]
+    rbac = build_trainer_rbac(run)
+    first = [build_spec_configmap(run), *rbac[:2], *(o for o in optional if o)]
+    return [first, [*rbac[2:], build_job(run, cfg)]]
 
 
-async def apply_run_children(state: OperatorState, children: list[dict[str, Any]], owner_uid: str) -> dict[str, Any]:
-    """Create-or-find every child; returns the live Job. Safe to repeat after a crash at any point."""
-    *prerequisites, job = children
+def all_children(waves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [child for wave in waves for child in wave]
+
+
+async def apply_run_children(state: OperatorState, waves: list[list[dict[str, Any]]], owner_uid: str) -> dict[str, Any]:
+    """Create-or-find every child, wave by wave; returns the live Job. Safe to repeat after a crash."""
     try:
-        await asyncio.gather(*(state.kube.ensure(child, owner_uid) for child in prerequisites))
-        live_job, _ = await state.kube.ensure(job, owner_uid)
+        for wave in waves:
+            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid) for child in wave))
     except NotOwnedError as error:
         raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
-    return live_job
+    return live[-1][0]
 
 
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:

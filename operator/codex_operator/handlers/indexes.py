@@ -16,7 +16,8 @@ from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, PODS, RUNS, SERVICES
 ManagedOnly = {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}
 
 
-def _slim(body: kopf.Body, keep: tuple[str, ...] = ("spec", "status")) -> dict[str, Any]:
+def _slim(body: kopf.Body, keep: tuple[str, ...] = ("spec", "status"),
+          spec_fields: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
     """The parts of an object status computation reads (managedFields and the rest are dropped)."""
     meta = body.get("metadata", {})
     slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "labels",
@@ -24,19 +25,32 @@ def _slim(body: kopf.Body, keep: tuple[str, ...] = ("spec", "status")) -> dict[s
                  if k in meta}
     out: dict[str, Any] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": slim_meta}
     out.update({k: body[k] for k in keep if k in body})
+    if spec_fields is not None and "spec" in out:
+        out["spec"] = {k: out["spec"][k] for k in spec_fields if k in out["spec"]}
     return out
+
+
+_last_run: list[Any] = [None, None]
+
+
+def _slim_run(body: kopf.Body) -> dict[str, Any]:
+    """One slim copy per run version, shared by both run indexes (kopf calls them back to back)."""
+    key = (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("resourceVersion"))
+    if _last_run[0] != key:
+        _last_run[:] = [key, _slim(body)]
+    return _last_run[1]
 
 
 @kopf.index(*RUNS)
 def run_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """(namespace, name) -> the run."""
-    return {(namespace, name): _slim(body)}
+    return {(namespace, name): _slim_run(body)}
 
 
 @kopf.index(*RUNS)
 def runs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """namespace -> its runs, for resolving CodexModel.spec.adapter.fromTrainingRun."""
-    return {namespace: _slim(body)}
+    return {namespace: _slim_run(body)}
 
 
 @kopf.index(*MODELS)
@@ -49,7 +63,7 @@ def models_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, 
 def job_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
     """(namespace, run name) -> the run's Job."""
     owner = names.controller_owner(body, "CodexTrainingRun")
-    return {(namespace, owner[0]): _slim(body)} if owner else None
+    return {(namespace, owner[0]): _slim(body, spec_fields=("suspend",))} if owner else None
 
 
 @kopf.index(*PODS, labels=ManagedOnly)
@@ -67,7 +81,8 @@ def _model_child(namespace: str, body: kopf.Body, keep: tuple[str, ...]) -> Opti
 @kopf.index(*DEPLOYMENTS, labels=ManagedOnly)
 def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's Deployment."""
-    return _model_child(namespace, body, ("spec", "status"))
+    owner = names.controller_owner(body, "CodexModel")
+    return {(namespace, owner[0]): _slim(body, spec_fields=("replicas",))} if owner else None
 
 
 @kopf.index(*SERVICES, labels=ManagedOnly)

@@ -11,6 +11,7 @@ from ..metrics import instrument
 from ..state import OperatorState
 from ..sync_runs import (
     TERMINAL,
+    all_children,
     apply_run_children,
     apply_spec_configmap,
     build_run_children,
@@ -51,7 +52,7 @@ async def create_run(body: kopf.Body, memo: kopf.Memo, job_index: kopf.Index, po
     except SpecError as error:
         await reject_invalid(state, body, error, job_index.get(key), pod_index.get(key))
     children = build_run_children(run, state.cfg)
-    kopf.append_owner_reference(children, owner=body)
+    kopf.append_owner_reference(all_children(children), owner=body)
     job = await apply_run_children(state, children, body.metadata.uid)
     await sync_run_status(state, dict(body), job, select_pods(pod_index.get(key), job))
 
@@ -71,7 +72,7 @@ async def resume_run(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, job_
         except SpecError as error:
             await reject_invalid(state, body, error, None, None)
         children = build_run_children(run, state.cfg)
-        kopf.append_owner_reference(children, owner=body)
+        kopf.append_owner_reference(all_children(children), owner=body)
         job = await apply_run_children(state, children, body.metadata.uid)
     await sync_run_status(state, dict(body), job, select_pods(pod_index.get(key), job))
 
@@ -95,7 +96,7 @@ async def update_run(body: kopf.Body, old: Any, new: Any, status: kopf.Status, m
         raise kopf.PermanentError("; ".join(refused))
     if job is None and status.get("phase") not in TERMINAL:
         children = build_run_children(run, state.cfg)
-        kopf.append_owner_reference(children, owner=body)
+        kopf.append_owner_reference(all_children(children), owner=body)
         job = await apply_run_children(state, children, body.metadata.uid)
     elif job is not None:
         await apply_spec_configmap(state, run, dict(body))

@@ -17,6 +17,7 @@ from ..sync_models import parse_model, reconcile_model
 from ..sync_runs import (
     KIND as RUN_KIND,
     TERMINAL,
+    all_children,
     apply_run_children,
     build_run_children,
     job_finished,
@@ -91,7 +92,7 @@ async def recreate_deleted_job(state: OperatorState, run: dict[str, Any], job: d
     if job_finished(job) or stored.get("phase") in TERMINAL:
         return
     children = build_run_children(parse_run(run), state.cfg)
-    kopf.append_owner_reference(children, owner=run)
+    kopf.append_owner_reference(all_children(children), owner=run)
     live = await apply_run_children(state, children, run["metadata"]["uid"])
     await sync_run_status(state, run, live, [])
 

@@ -35,6 +35,8 @@ JOB_FAILURE_REASONS = {
     "BackoffLimitExceeded": reasons.BACKOFF_LIMIT_EXCEEDED,
     "DeadlineExceeded": reasons.DEADLINE_EXCEEDED,
 }
+# Waiting reasons of a container that is simply on its way: not worth a status write each.
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")
 STAGE_PHASES = {
     "evaluate": ("Evaluating", reasons.EVALUATING, "evaluating the adapter"),
     "save": ("Pushing", reasons.PUSHING, "saving the adapter"),
@@ -135,9 +137,11 @@ def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mappin
         return "Pending", reasons.RETRYING, f"attempt {attempts} ended ({reason}: {message}); retrying"
     if current is not None:
         waiting = _trainer_state(current).get("waiting") or {}
-        detail = waiting.get("message") or waiting.get("reason") or (current.get("status") or {}).get("phase", "Pending")
-        return "Pending", reasons.POD_PENDING, f"trainer pod {current['metadata']['name']}: {detail}"
-    return "Pending", reasons.POD_PENDING, "waiting for the Job to start a trainer pod"
+        if waiting.get("reason") and waiting["reason"] not in STARTING_REASONS:
+            detail = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+            return "Pending", reasons.POD_PENDING, f"trainer pod {current['metadata']['name']}: {detail}"
+    # One message from Job creation until the container runs: each change would be a status write.
+    return "Pending", reasons.POD_PENDING, "waiting for the trainer pod to start"
 
 
 def _hash_pairs(text: str) -> dict[str, str]:
