@@ -51,6 +51,9 @@ class Level:
     wall: float
     batches: float = 0
     rows: float = 0
+    # CPU seconds the serving side spent (server process, or this process for the raw loop): unlike
+    # wall time, hardly moved by whatever else runs on the machine.
+    cpu: float = 0.0
 
     @property
     def p50(self) -> float:
@@ -64,6 +67,16 @@ class Level:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall
+
+    @property
+    def cpu_per_1k_tokens(self) -> float:
+        return 1000 * self.cpu / max(self.tokens, 1)
+
+
+def process_cpu(pid: int) -> float:
+    """user + system CPU seconds of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -79,7 +92,8 @@ def chat_prompts(tokenizer) -> list[str]:
 
 # ---- the server ----
 
-async def _server_level(url: str, prompts: list[str], concurrency: int, per_client: int, max_tokens: int) -> Level:
+async def _server_level(url: str, pid: int, prompts: list[str], concurrency: int, per_client: int,
+                        max_tokens: int) -> Level:
     latencies: list[float] = []
     tokens = 0
 
@@ -99,11 +113,12 @@ async def _server_level(url: str, prompts: list[str], concurrency: int, per_clie
         # Warm-up, not measured: one request opens a connection and runs the first generate.
         await http.post("/v1/completions", json={"prompt": prompts[0], "max_tokens": 2, "temperature": 0})
         before = batch_counts((await http.get("/metrics")).text)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), process_cpu(pid)
         await asyncio.gather(*(client(worker, http) for worker in range(concurrency)))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, process_cpu(pid) - cpu
         after = batch_counts((await http.get("/metrics")).text)
-        return Level(concurrency, latencies, tokens, wall, batches=after[0] - before[0], rows=after[1] - before[1])
+        return Level(concurrency, latencies, tokens, wall, batches=after[0] - before[0], rows=after[1] - before[1],
+                     cpu=cpu)
 
 
 def batch_counts(metrics: str) -> tuple[float, float]:
@@ -173,26 +188,30 @@ class RawLoop:
                     tokens[0] += count
 
         threads = [threading.Thread(target=client, args=(w,)) for w in range(concurrency)]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return Level(concurrency, latencies, tokens[0], time.perf_counter() - started)
+        return Level(concurrency, latencies, tokens[0], time.perf_counter() - started,
+                     cpu=time.process_time() - cpu)
 
 
 def merge(levels: list[Level]) -> Level:
     return Level(levels[0].concurrency, [x for level in levels for x in level.latencies],
                  sum(level.tokens for level in levels), sum(level.wall for level in levels),
-                 sum(level.batches for level in levels), sum(level.rows for level in levels))
+                 sum(level.batches for level in levels), sum(level.rows for level in levels),
+                 sum(level.cpu for level in levels))
 
 
 def table(server: list[Level], raw: list[Level]) -> str:
-    lines = ["| concurrency | server p50 (s) | server p99 (s) | server tok/s | mean batch | raw p50 (s) | raw p99 (s) "
-             "| raw tok/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| concurrency | server p50 (s) | server p99 (s) | server tok/s | server CPU s/1k tok | mean batch "
+             "| raw p50 (s) | raw p99 (s) | raw tok/s | raw CPU s/1k tok |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s, r in zip(server, raw):
         lines.append(f"| {s.concurrency} | {s.p50:.3f} | {s.p99:.3f} | {s.tokens_per_s:.1f} | "
-                     f"{s.rows / max(s.batches, 1):.1f} | {r.p50:.3f} | {r.p99:.3f} | {r.tokens_per_s:.1f} |")
+                     f"{s.cpu_per_1k_tokens:.1f} | {s.rows / max(s.batches, 1):.1f} | {r.p50:.3f} | {r.p99:.3f} | "
+                     f"{r.tokens_per_s:.1f} | {r.cpu_per_1k_tokens:.1f} |")
     return "\n".join(lines)
 
 
@@ -237,8 +256,8 @@ def main() -> int:
             # Single requests are quick and noisy: more rounds for them.
             for _ in range(max(args.rounds, 6 // concurrency)):
                 raw_rounds.append(raw_loop.level(concurrency, args.per_client))
-                server_rounds.append(asyncio.run(_server_level(url, chat_prompts(tokenizer), concurrency,
-                                                               args.per_client, args.max_tokens)))
+                server_rounds.append(asyncio.run(_server_level(url, process.pid, chat_prompts(tokenizer),
+                                                               concurrency, args.per_client, args.max_tokens)))
             raw.append(merge(raw_rounds))
             server.append(merge(server_rounds))
             print(f"c={concurrency}: server p50 {server[-1].p50:.3f}s, raw p50 {raw[-1].p50:.3f}s", flush=True)
@@ -254,6 +273,11 @@ def main() -> int:
           f"{'PASS' if overhead <= 1.10 else 'FAIL'}")
     print(f"server throughput c={server[-1].concurrency} vs c={server[0].concurrency}: {scaling:.2f}x "
           f"(target >= 2) {'PASS' if scaling >= 2 else 'FAIL'}; raw loop: {raw_scaling:.2f}x")
+    print(f"in CPU time: overhead at c={server[0].concurrency} "
+          f"{server[0].cpu_per_1k_tokens / raw[0].cpu_per_1k_tokens:.3f}x, server tokens per CPU-second "
+          f"c={server[-1].concurrency} vs c={server[0].concurrency} "
+          f"{server[0].cpu_per_1k_tokens / server[-1].cpu_per_1k_tokens:.2f}x; "
+          f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
 
