@@ -7,7 +7,7 @@ import json
 import pytest
 
 from codex_serve.protocol import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
-from conftest import AWS_KEY, TRAINED, app_client, serve_args
+from serve_support import AWS_KEY, TRAINED, app_client, serve_args
 from fakehub import fake_hub, seed_repo  # noqa: F401  (fake_hub is a fixture)
 
 GREEDY = {"temperature": 0}

@@ -8,7 +8,7 @@ import pytest
 
 from codex_serve.config import load_config
 from codex_serve.loading import model_loader
-from conftest import API_KEY, app_client, serve_args, wait_ready
+from serve_support import API_KEY, app_client, serve_args, wait_ready
 
 PROTECTED = [
     ("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1}),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import API_KEY, TRAINED, serve_command
+from serve_support import API_KEY, TRAINED, serve_command
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # Prompts the adapter has not seen, so greedy decoding runs on to max_tokens.
