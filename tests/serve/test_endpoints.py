@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -153,3 +154,14 @@ def test_private_hub_adapter_is_downloaded_with_the_token_and_served(fake_hub, b
     with app_client(args, environ={"HF_TOKEN": fake_hub.token}) as client:
         body = {"prompt": "def add(a, b):", "max_tokens": 12}
         assert client.post("/infer", json=body, headers=auth).json() == {"completion": TRAINED["def add(a, b):"]}
+
+
+def test_prompts_and_completions_never_reach_the_logs(adapter_client, auth, caplog):
+    caplog.set_level(logging.DEBUG)
+    marker = "zebra-quartz-prompt-7431"
+    for path, body in (("/v1/completions", {"prompt": marker, "max_tokens": 4}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": marker}], "max_tokens": 4}),
+                       ("/infer", {"prompt": "def add(a, b):", "max_tokens": 12})):
+        assert adapter_client.post(path, json=body, headers=auth).status_code == 200
+    assert marker not in caplog.text
+    assert "return a + b" not in caplog.text
