@@ -69,6 +69,15 @@ def test_sft_loss_mask_per_format(data_format, method, completion_only, assistan
     assert (kwargs["max_length"], kwargs["packing"], kwargs["packing_strategy"]) == (128, True, "bfd")
 
 
+def test_cpu_feeds_packed_rows_one_per_micro_batch():
+    packed = spec(training={"perDeviceBatchSize": 4, "gradientAccumulationSteps": 2})
+    cpu = arguments.sft_kwargs(packed, cuda=False)
+    assert (cpu["per_device_train_batch_size"], cpu["gradient_accumulation_steps"]) == (1, 8)
+    assert "per_device_train_batch_size" not in arguments.sft_kwargs(packed, cuda=True)
+    unpacked = spec(training={"perDeviceBatchSize": 4, "packing": False})
+    assert "per_device_train_batch_size" not in arguments.sft_kwargs(unpacked, cuda=False)
+
+
 def test_training_config_hash_ignores_output_and_evaluation():
     base = arguments.training_config_hash(spec())
     assert arguments.training_config_hash(spec(output={"pvc": {"claimName": "elsewhere"}})) == base

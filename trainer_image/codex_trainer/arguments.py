@@ -77,7 +77,7 @@ def common_kwargs(spec: CodexTrainingRunSpec, checkpoint_dir: Path, cuda: bool, 
     }
 
 
-def sft_kwargs(spec: CodexTrainingRunSpec) -> dict[str, Any]:
+def sft_kwargs(spec: CodexTrainingRunSpec, cuda: bool = True) -> dict[str, Any]:
     """SFTConfig's own fields: packing (best-fit, no cross-attention) and the loss mask per data format."""
     training, data_format = spec.training, spec.dataset.format
     kwargs: dict[str, Any] = {
@@ -93,7 +93,22 @@ def sft_kwargs(spec: CodexTrainingRunSpec) -> dict[str, Any]:
     }
     if data_format == "text":
         kwargs["completion_only_loss"] = False
+    if training.packing and not cuda and training.per_device_batch_size > 1:
+        kwargs.update(cpu_packed_microbatches(training))
     return kwargs
+
+
+def cpu_packed_microbatches(training: Training) -> dict[str, Any]:
+    """On CPU, one packed row per micro-batch, accumulated to the same effective batch.
+
+    Padding-free batches flatten all rows into one sequence, and CPU attention (SDPA with a block
+    mask) then costs batch*maxSeqLength squared; row by row it is maxSeqLength squared per row.
+    Measured ~1.3x fewer CPU-seconds per token for SmolLM2 at 4 x 256. Loss and gradients are the
+    same: the Trainer normalises by the tokens of the whole accumulated batch. GPUs keep the
+    flattened batch, which varlen flash attention handles without the quadratic cost.
+    """
+    return {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+            "gradient_accumulation_steps": training.per_device_batch_size * training.gradient_accumulation_steps}
 
 
 def dpo_kwargs(spec: CodexTrainingRunSpec) -> dict[str, Any]:

@@ -104,7 +104,11 @@ class Recipe:
         if method == "dpo":
             args = DPOConfig(**{**common, **arguments.dpo_kwargs(self.spec)})
         else:
-            args = SFTConfig(**{**common, **arguments.sft_kwargs(self.spec)})
+            args = SFTConfig(**{**common, **arguments.sft_kwargs(self.spec, self.cuda)})
+        if args.per_device_train_batch_size != self.spec.training.per_device_batch_size:
+            event("prepare", "cpu.microbatches", micro_batch=args.per_device_train_batch_size,
+                  gradient_accumulation_steps=args.gradient_accumulation_steps,
+                  note="packed rows one at a time on CPU; same effective batch")
         _ = args.device  # initialises the process group and pins this rank's GPU before the model loads
         self.is_main = args.process_index == 0
         if not self.is_main:
