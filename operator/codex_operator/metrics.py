@@ -24,6 +24,8 @@ API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Requests the operator's 
                        ["verb", "kind"])
 RUNS = Gauge(f"{PREFIX}_training_runs", "CodexTrainingRuns, by phase.", ["phase"])
 ACTIVE_JOBS = Gauge(f"{PREFIX}_active_jobs", "Training Jobs that have not finished.")
+JOB_DURATION = Histogram(f"{PREFIX}_job_duration_seconds", "Wall time from Job creation to the run's end, by outcome.",
+                         ["phase"], buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200))
 GATE_FAILURES = Counter(f"{PREFIX}_gate_failures_total", "Runs that ended with GatesNotMet.")
 STATUS_WRITES = Counter(f"{PREFIX}_status_writes_total", "Status patches written, by kind.", ["kind"])
 MODEL_READY = Gauge(f"{PREFIX}_model_ready_replicas", "Ready replicas of each CodexModel.", ["namespace", "model"])

@@ -126,6 +126,8 @@ def announce(body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
                    message=f"{after.get('phase')}: {after.get('message', '')}"[:1000])
         if after.get("phase") == "Failed" and reason == reasons.GATES_NOT_MET:
             metrics.GATE_FAILURES.inc()
+        if after.get("phase") in ("Succeeded", "Failed") and after.get("durationSeconds") is not None:
+            metrics.JOB_DURATION.labels(after["phase"]).observe(after["durationSeconds"])
     spec_before = find_condition(before.get("conditions"), "SpecApplied") or {}
     spec_after = find_condition(after.get("conditions"), "SpecApplied") or {}
     if spec_after.get("status") == "False" and spec_after.get("reason") != spec_before.get("reason") \

@@ -12,6 +12,8 @@ from e2e_support import (condition, events_for, get, kill_container, sample_data
                          wait_phase)
 
 pytestmark = pytest.mark.cluster
+# How the operator is installed for this module (see conftest.py).
+INSTALL = "kustomize"
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from e2e_support import (condition, events_for, get, sample_data, status_of, tin
                          wait_phase)
 
 pytestmark = pytest.mark.cluster
+# How the operator is installed for this module (see conftest.py).
+INSTALL = "helm"
 
 HF_TOKEN = "hf_" + secrets.token_hex(16)
 API_KEY = "sk-codex-" + secrets.token_hex(16)
@@ -159,3 +161,26 @@ def test_no_secret_value_reaches_the_api_server_or_the_logs(cluster, namespace, 
     job = get(cluster, "job", "codex-demo-1-train", namespace)
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "codex-secrets", "key": "hf-token"}
+
+
+def test_operating_what_the_flow_left(cluster, namespace, operator):
+    """What operations teams rely on, checked on the objects of the runs above: Argo CD sees no
+    drift and the right health, the dashboard's metrics are exported, and the Jobs and
+    Deployments the operator generated pass the hardening scan."""
+    from operate_checks import (assert_dashboard_metrics_exported, assert_hardened, assert_health,
+                                assert_spec_unchanged)
+
+    applied_run = tiny_run("codex-demo-1", baseModel={"embedded": "tiny-llama",
+                                                      "tokenSecretRef": {"name": "codex-secrets", "key": "hf-token"}})
+    applied_model = tiny_model()
+    applied_model["spec"]["server"]["apiKeySecretRef"] = {"name": "codex-secrets", "key": "api-key"}
+    assert_spec_unchanged(cluster, namespace, "codextrainingrun", applied_run)
+    assert_spec_unchanged(cluster, namespace, "codexmodel", applied_model)
+
+    assert_health(cluster, namespace, "codextrainingrun", "codex-demo-1", "Healthy", capture="run-succeeded")
+    assert_health(cluster, namespace, "codextrainingrun", "codex-demo-3", "Degraded", capture="run-gates-not-met")
+    assert_health(cluster, namespace, "codexmodel", "codex-demo", "Healthy", capture="model-available")
+
+    assert_dashboard_metrics_exported(cluster, namespace, operator, served_url(cluster, namespace), API_KEY)
+    assert_hardened([get(cluster, "job", "codex-demo-1-train", namespace),
+                     get(cluster, "deployment", "codex-demo-server", namespace)])
