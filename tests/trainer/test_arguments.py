@@ -50,11 +50,12 @@ def test_lora_and_common_arguments():
         Path("/ckpt"), cuda=False, bf16_supported=False)
     assert {k: common[k] for k in ("output_dir", "max_steps", "gradient_accumulation_steps", "save_steps",
                                    "save_total_limit", "seed", "data_seed", "use_cpu", "bf16",
-                                   "gradient_checkpointing_kwargs", "lr_scheduler_type")} == {
+                                   "activation_checkpointing_kwargs", "lr_scheduler_type")} == {
         "output_dir": "/ckpt", "max_steps": 30, "gradient_accumulation_steps": 4, "save_steps": 5,
         "save_total_limit": None, "seed": 9, "data_seed": 9, "use_cpu": True, "bf16": False,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False}, "lr_scheduler_type": "cosine"}
-    assert arguments.common_kwargs(spec(), Path("/c"), cuda=False, bf16_supported=False)["max_steps"] == -1
+        "activation_checkpointing_kwargs": {"use_reentrant": False}, "lr_scheduler_type": "cosine"}
+    defaults = arguments.common_kwargs(spec(), Path("/c"), cuda=False, bf16_supported=False)
+    assert (defaults["max_steps"], defaults["activation_checkpointing"]) == (-1, False)
 
 
 @pytest.mark.parametrize("data_format,method,completion_only,assistant_only", [

@@ -199,3 +199,12 @@ def test_packed_batches_have_no_padding_and_no_cross_attention(tmp_path, models_
         alone = model(input_ids=batch["input_ids"][:, second:end], use_cache=False).logits
     torch.testing.assert_close(packed[:, second:end], alone, atol=1e-5, rtol=1e-4)
     assert first == 0
+
+
+def test_activation_checkpointing_only_when_asked(tmp_path, models_dir):
+    from trl import SFTConfig
+
+    recipe = Recipe(tiny_run(), env_for(tmp_path, models_dir))
+    args = recipe._setup_args("sft")
+    assert SFTConfig(output_dir=str(tmp_path), use_cpu=True).gradient_checkpointing is True  # TRL default
+    assert (args.activation_checkpointing, args.gradient_checkpointing) == (False, False)
