@@ -8,9 +8,9 @@ from ..config import DEFAULT_METRICS_PORT, ENV_METRICS_PORT, ENV_POD_IP
 from .common import container_security_context, env_field, env_value, pod_security_context, sorted_env
 
 LIVENESS_PORT = 8080
-# glibc gives each thread its own malloc arena; with the client's thread pool that fragments the
-# heap (RSS grows with the number of runs far beyond what is live). Two arenas keep it compact.
-OPERATOR_ENV = {"MALLOC_ARENA_MAX": "2"}
+# Python objects straight from glibc malloc, in two arenas (not one per client thread), so that
+# the operator's periodic malloc_trim (memory.py) hands the heap of a burst back to the OS.
+OPERATOR_ENV = {"MALLOC_ARENA_MAX": "2", "PYTHONMALLOC": "malloc"}
 
 
 def build_operator_deployment(namespace: str, image: str, service_account: str, args: Optional[list[str]] = None,

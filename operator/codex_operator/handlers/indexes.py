@@ -16,13 +16,18 @@ from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, PODS, RUNS, SERVICES
 ManagedOnly = {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}
 
 
+CHILD_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "labels", "annotations",
+                  "ownerReferences", "creationTimestamp", "deletionTimestamp")
+# A run's own annotations (kopf's diff-base, kubectl's last-applied) are copies of its spec: not kept.
+OWNER_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "labels", "creationTimestamp",
+                  "deletionTimestamp")
+
+
 def _slim(body: kopf.Body, keep: tuple[str, ...] = ("spec", "status"),
-          spec_fields: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+          spec_fields: Optional[tuple[str, ...]] = None, metadata: tuple[str, ...] = CHILD_METADATA) -> dict[str, Any]:
     """The parts of an object status computation reads (managedFields and the rest are dropped)."""
     meta = body.get("metadata", {})
-    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "labels",
-                                      "annotations", "ownerReferences", "creationTimestamp", "deletionTimestamp")
-                 if k in meta}
+    slim_meta = {k: meta[k] for k in metadata if k in meta}
     out: dict[str, Any] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": slim_meta}
     out.update({k: body[k] for k in keep if k in body})
     if spec_fields is not None and "spec" in out:
@@ -37,7 +42,7 @@ def _slim_run(body: kopf.Body) -> dict[str, Any]:
     """One slim copy per run version, shared by both run indexes (kopf calls them back to back)."""
     key = (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("resourceVersion"))
     if _last_run[0] != key:
-        _last_run[:] = [key, _slim(body)]
+        _last_run[:] = [key, _slim(body, metadata=OWNER_METADATA)]
     return _last_run[1]
 
 
@@ -56,7 +61,7 @@ def runs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, di
 @kopf.index(*MODELS)
 def models_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """namespace -> its models, to re-resolve them when a run changes."""
-    return {namespace: _slim(body)}
+    return {namespace: _slim(body, metadata=OWNER_METADATA)}
 
 
 @kopf.index(*JOBS, labels=ManagedOnly)

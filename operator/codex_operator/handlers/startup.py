@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ import kopf
 from .. import metrics, names
 from ..config import OperatorConfig
 from ..k8s import Kube, load_client_config
+from ..memory import trim_periodically
 from ..state import OperatorState
 from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 
@@ -54,6 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     # Watch only what the operator labelled: other Jobs, pods and Deployments never reach it.
     for resource in (JOBS, PODS, DEPLOYMENTS, SERVICES, HPAS):
         settings.watching.label_selectors[resource[0], resource[2]] = names.MANAGED_SELECTOR
+    # Paginated listing at start: one 1000-object list response parsed at once is a peak the
+    # allocator never gives back.
+    settings.watching.chunk_size = 100
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -61,13 +66,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
         handler.addFilter(QuietEventHandlers())
     cfg = OperatorConfig.from_env()
     memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config()))
-    metrics.serve(cfg.metrics_port, cfg.bind_host)
+    try:
+        metrics.serve(cfg.metrics_port, cfg.bind_host)
+    except OSError as error:  # reconciling matters more than /metrics: carry on without it
+        logger.error("cannot serve /metrics on %s:%d: %s", cfg.bind_host, cfg.metrics_port, error)
+    memo.trimmer = asyncio.get_running_loop().create_task(trim_periodically())
     logger.info("codex-operator configured: trainer image %s, serve image %s, metrics on %s:%d",
                 cfg.trainer_image, cfg.serve_image, cfg.bind_host, cfg.metrics_port)
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    trimmer = getattr(memo, "trimmer", None)
+    if trimmer is not None:
+        trimmer.cancel()
     state = getattr(memo, "state", None)
     if state is not None:
         state.kube.close()
