@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -31,53 +32,40 @@ sys.path.insert(0, str(ROOT / "tests"))
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
 
-class CountingCollator:
-    """Wraps a data collator and records (non-pad tokens, all tokens) of every batch it builds."""
+class TokenCounter:
+    """Wraps ``trainer.training_step``: (non-pad tokens, all tokens) of every micro-batch trained,
+    and, at each optimizer step's end, the wall clock, the CPU clock and how many micro-batches ran."""
 
-    def __init__(self, inner: Any):
-        self.inner, self.batches = inner, []
+    def __init__(self, trainer: Any):
+        self.batches: list[tuple[int, int]] = []
+        self.marks: list[tuple[float, float, int]] = []
+        original = trainer.training_step
 
-    def __call__(self, examples):
-        batch = self.inner(examples)
-        total = batch["input_ids"].numel()
-        real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else total  # padding-free: no pads
-        self.batches.append((real, total))
-        return batch
+        def counted(model, inputs, *args, **kwargs):
+            total = inputs["input_ids"].numel()
+            # padding-free batches carry no attention mask and no pad tokens
+            real = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else total
+            self.batches.append((real, total))
+            return original(model, inputs, *args, **kwargs)
 
+        trainer.training_step = counted
+        trainer.add_callback(type("Clock", (TrainerCallback,), {"on_step_end": lambda _, *a, **k: self.mark()})())
 
-class StepClock:
-    """on_step_end timestamps; the first step (allocation, warm-up) is left out of the rate."""
-
-    def __init__(self):
-        self.times: list[float] = []
-        self.cpu: list[float] = []
-
-    def __call__(self, *args, **kwargs):
+    def mark(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-        self.cpu.append(time.process_time())
+        self.marks.append((time.perf_counter(), time.process_time(), len(self.batches)))
 
 
-def _clock_callback(clock: StepClock):
-    from transformers import TrainerCallback
-
-    return type("Clock", (TrainerCallback,), {"on_step_end": lambda self, *a, **k: clock()})()
-
-
-def measure(trainer, accumulation: int, parameters: int, name: str) -> dict[str, Any]:
-    counter, clock = CountingCollator(trainer.data_collator), StepClock()
-    trainer.data_collator = counter
-    trainer.add_callback(_clock_callback(clock))
+def measure(trainer, parameters: int, name: str) -> dict[str, Any]:
+    """Train and measure from the end of the first optimizer step (warm-up) to the end of the last."""
+    counter = TokenCounter(trainer)
     trainer.train()
-    steps = len(clock.times)
-    per_step = [counter.batches[i * accumulation:(i + 1) * accumulation] for i in range(steps)]
-    timed = per_step[1:]
-    seconds = clock.times[-1] - clock.times[0]
-    cpu_seconds = clock.cpu[-1] - clock.cpu[0]
-    real = sum(r for step in timed for r, _ in step)
-    total = sum(t for step in timed for _, t in step)
-    result = {"pipeline": name, "steps_timed": len(timed), "seconds": round(seconds, 2),
+    (wall0, cpu0, first), (wall1, cpu1, last) = counter.marks[0], counter.marks[-1]
+    real = sum(r for r, _ in counter.batches[first:last])
+    total = sum(t for _, t in counter.batches[first:last])
+    seconds, cpu_seconds = wall1 - wall0, cpu1 - cpu0
+    result = {"pipeline": name, "steps_timed": len(counter.marks) - 1, "seconds": round(seconds, 2),
               "tokens_per_second": round(real / seconds, 1), "all_tokens_per_second": round(total / seconds, 1),
               "non_pad_share": round(real / total, 4),
               # CPU time of this process per 1000 useful tokens: steadier than wall time on a shared machine.
@@ -113,7 +101,7 @@ def ours(args, workdir: Path) -> dict[str, Any]:
     recipe = Recipe(parse(CodexTrainingRun, run_spec(args)), env_for(workdir / "ours", None))
     recipe.setup()
     parameters = sum(p.numel() for p in recipe.trainer.model.parameters())
-    return measure(recipe.trainer, 1, parameters, "ours: TRL SFT + packing (bfd, padding-free) + completion-only")
+    return measure(recipe.trainer, parameters, "ours: TRL SFT + packing (bfd, padding-free) + completion-only")
 
 
 def baseline(args, workdir: Path, padding: str) -> dict[str, Any]:
@@ -150,7 +138,7 @@ def baseline(args, workdir: Path, padding: str) -> dict[str, Any]:
     parameters = sum(p.numel() for p in model.parameters())
     label = "baseline: Trainer + peft, padded to maxSeqLength" if padding == "max_length" else \
         "baseline: Trainer + peft, padded to the longest in batch"
-    return measure(trainer, 1, parameters, label)
+    return measure(trainer, parameters, label)
 
 
 def main(argv: list[str] | None = None) -> int:
