@@ -91,11 +91,11 @@ def test_deleting_a_run_removes_its_children(cluster, namespace):
 
 
 def test_crashed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster, namespace):
-    cluster.apply(tiny_run("crashy", steps=300, save_steps=10), namespace=namespace)
+    cluster.apply(tiny_run("crashy", steps=100, save_steps=10), namespace=namespace)
     wait("a first checkpoint", lambda: checkpoints_on_volume(cluster, namespace, "crashy"), 240, interval=0.2)
     first = trainer_pods(cluster, namespace, "crashy")[0]["metadata"]["name"]
     kill_container(cluster, namespace, first, "trainer", signal.SIGKILL)
-    status = wait_phase(cluster, namespace, "crashy", ("Succeeded", "Failed"), timeout=300)
+    status = wait_phase(cluster, namespace, "crashy", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["attempts"] == 2
     pods = trainer_pods(cluster, namespace, "crashy")
@@ -106,7 +106,7 @@ def test_crashed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster, nam
 
 
 def test_preempted_trainer_checkpoints_on_sigterm_and_resumes(cluster, namespace):
-    cluster.apply(tiny_run("preempted", steps=300, save_steps=50), namespace=namespace)
+    cluster.apply(tiny_run("preempted", steps=100, save_steps=50), namespace=namespace)
 
     def training():
         pods = trainer_pods(cluster, namespace, "preempted")
@@ -114,7 +114,7 @@ def test_preempted_trainer_checkpoints_on_sigterm_and_resumes(cluster, namespace
         return pods[0]["metadata"]["name"] if '"event": "step"' in logs or '"stage": "train"' in logs else None
     first = wait("training to start", training, 240, interval=0.2)
     cluster.kubectl("delete", "pod", first, "-n", namespace, "--wait=false")  # SIGTERM, as a drain would send
-    status = wait_phase(cluster, namespace, "preempted", ("Succeeded", "Failed"), timeout=300)
+    status = wait_phase(cluster, namespace, "preempted", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
     pods = trainer_pods(cluster, namespace, "preempted")
     assert len(pods) == 2 and status["attempts"] == 2
@@ -128,7 +128,7 @@ def test_operator_killed_mid_run_creates_no_duplicate_job(cluster, namespace, op
          .returncode == 0, 60)
     job_uid = get(cluster, "job", "survivor-train", namespace)["metadata"]["uid"]
     operator.restart()
-    status = wait_phase(cluster, namespace, "survivor", ("Succeeded", "Failed"), timeout=300)
+    status = wait_phase(cluster, namespace, "survivor", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
     jobs = cluster.get_json("jobs", "-n", namespace)["items"]
     assert [j["metadata"]["uid"] for j in jobs] == [job_uid]

@@ -59,7 +59,7 @@ def test_run_trains_then_model_serves_it(cluster, namespace, operator):
     waiting = wait_phase(cluster, namespace, "codex-demo", ("Pending",), kind="codexmodel", timeout=60)
     assert condition(waiting, "Ready")["reason"] == "WaitingForTrainingRun"
 
-    status = wait_phase(cluster, namespace, "codex-demo-1", ("Succeeded", "Failed"), timeout=300)
+    status = wait_phase(cluster, namespace, "codex-demo-1", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["metrics"]["evalLoss"] > 0 and status["metrics"]["perplexity"] > 1
     assert status["gates"]["passed"] is True
@@ -108,7 +108,7 @@ def test_second_passing_run_rolls_the_model_without_downtime(cluster, namespace,
     prober.start()
     try:
         cluster.apply(tiny_run("codex-demo-2", steps=10), namespace=namespace)
-        status = wait_phase(cluster, namespace, "codex-demo-2", ("Succeeded", "Failed"), timeout=300)
+        status = wait_phase(cluster, namespace, "codex-demo-2", ("Succeeded", "Failed"), timeout=600)
         assert status["phase"] == "Succeeded", status.get("message")
 
         def rolled():
@@ -136,7 +136,7 @@ def test_second_passing_run_rolls_the_model_without_downtime(cluster, namespace,
 def test_run_that_fails_its_gates_promotes_nothing(cluster, namespace, operator):
     impossible = {"syntaxOk": 1.0, "logicOk": 1.0, "securityOk": 1.0, "perfOk": 1.0, "maxPerplexity": 1.0001}
     cluster.apply(tiny_run("codex-demo-3", steps=4, thresholds=impossible), namespace=namespace)
-    status = wait_phase(cluster, namespace, "codex-demo-3", ("Succeeded", "Failed"), timeout=300)
+    status = wait_phase(cluster, namespace, "codex-demo-3", ("Succeeded", "Failed"), timeout=600)
     assert (status["phase"], condition(status, "Ready")["reason"]) == ("Failed", "GatesNotMet"), status
     assert status["gates"]["passed"] is False and condition(status, "GatesPassed")["status"] == "False"
     assert status["attempts"] == 1  # exit 43 fails the Job at once (podFailurePolicy)
