@@ -148,6 +148,11 @@ class Bench:
         text = self.operator_metrics()
         return sum(scrape(text, "codex_operator_api_requests_total", verb=verb) for verb in ("post", "patch", "delete"))
 
+    def cpu_seconds(self) -> float:
+        """User+system CPU the operator process has used."""
+        fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -181,6 +186,7 @@ class Bench:
         time.sleep(1)
         requests_before, writes_before = self.operator_requests(), self.own_writes()
         applied: dict[str, float] = {}
+        cpu_before = self.cpu_seconds()
         started = time.monotonic()
 
         def create(index: int) -> None:
@@ -195,10 +201,12 @@ class Bench:
         if not done.wait(timeout=600):
             raise RuntimeError(f"only {len(seen)} of {count} Jobs appeared")
         all_jobs = max(seen.values()) - started
+        cpu_to_jobs = self.cpu_seconds() - cpu_before
         rss_at_jobs = self.rss_mb()
         self.settle()
         requests = self.operator_requests() - requests_before
         writes = self.own_writes() - writes_before
+        time.sleep(35)  # one memory.trim_periodically() round after the burst
         latencies = sorted(max(0.0, seen[job] - applied[job]) for job in applied)
         return {
             "runs": count,
@@ -206,7 +214,9 @@ class Bench:
             "all_jobs_seconds": round(all_jobs, 1),
             "p50_apply_to_job_s": round(statistics.median(latencies), 3),
             "p99_apply_to_job_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
-            "operator_rss_mb": round(max(rss_at_jobs, self.rss_mb()), 1),
+            "operator_cpu_s_until_all_jobs": round(cpu_to_jobs, 1),
+            "rss_at_all_jobs_mb": round(rss_at_jobs, 1),
+            "rss_settled_mb": round(self.rss_mb(), 1),
             "requests_per_run": round(requests / count, 1),
             "own_writes_per_run": round(writes / count, 1),
         }
@@ -225,11 +235,21 @@ class Bench:
             except Exception:  # a dropped watch under load: list and watch again
                 time.sleep(0.2)
 
+    def apiserver_writes(self) -> float:
+        """Every write the apiserver served on the kinds the operator writes, whoever sent it."""
+        text = self.cluster.kubectl("get", "--raw", "/metrics").stdout
+        return sum(scrape(text, "apiserver_request_total", verb=verb, resource=resource)
+                   for verb in ("POST", "PATCH", "PUT", "DELETE")
+                   for resource in ("codextrainingruns", "jobs", "configmaps", "events", "serviceaccounts", "roles",
+                                    "rolebindings", "persistentvolumeclaims"))
+
     def idle(self, seconds: float) -> dict:
-        requests, writes = self.operator_requests(), self.own_writes()
+        requests, writes, all_writes = self.operator_requests(), self.own_writes(), self.apiserver_writes()
         time.sleep(seconds)
-        return {"idle_seconds": seconds, "idle_requests": self.operator_requests() - requests,
-                "idle_writes": self.own_writes() - writes, "operator_rss_mb": round(self.rss_mb(), 1)}
+        return {"idle_seconds": seconds, "idle_operator_requests": self.operator_requests() - requests,
+                "idle_operator_writes": self.own_writes() - writes,
+                "idle_apiserver_writes_on_operator_kinds": self.apiserver_writes() - all_writes,
+                "operator_rss_mb": round(self.rss_mb(), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="codex-operator-scale-"))
     workdir.chmod(0o755)
     bench = Bench(workdir)
-    results: dict = {"cpus": os.cpu_count(), "batches": []}
+    results: dict = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(), "batches": []}
     try:
         bench.up()
         bench.start_operator()
@@ -250,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result), flush=True)
             results["batches"].append(result)
         results["idle"] = bench.idle(args.idle)
+        results["load_average_at_end"] = os.getloadavg()
         print(json.dumps(results["idle"]), flush=True)
     finally:
         bench.stop()

@@ -48,6 +48,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = LeanDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
+    # After kopf patches its diff-base onto a run it waits for that version to come back through the
+    # watch before detecting changes again. Under load (1000 new runs) the watch lags more than the
+    # default 5 s, and kopf would take the stale body for an unhandled creation and call create_run
+    # a second time (harmless, since children are found by name, but it doubles the requests).
+    settings.persistence.consistency_timeout = 60
     # kopf's "Handler ... succeeded" events would double every write; transitions post their own.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = names.OPERATOR_NAME
