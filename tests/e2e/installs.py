@@ -70,7 +70,8 @@ def install_with_helm(cluster) -> HelmRelease:
     cluster.create_namespace(OPERATOR_NAMESPACE, labels=RESTRICTED)
     sets = [arg for key, value in HELM_LOCAL_IMAGES.items() for arg in ("--set", f"{key}={value}")]
     _helm(cluster, "install", "codex-operator", str(CHART), "--namespace", OPERATOR_NAMESPACE, *sets,
-          "--set", "trainer.resources.cpu=1", "--set", "trainer.resources.memory=2Gi", "--wait", "--timeout", "180s")
+          "--set-string", "trainer.resources.cpu=1", "--set-string", "trainer.resources.memory=2Gi",
+          "--wait", "--timeout", "180s")
     return _ready(HelmRelease(cluster))
 
 
