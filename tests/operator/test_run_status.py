@@ -51,7 +51,8 @@ def job(conditions=(), suspend=False, queued=False, **status):
 
 def pod(name, state, created="2026-01-01T00:00:02Z", exit_code=None, report=None, waiting=None):
     if state == "terminated":
-        container_state = {"terminated": {"exitCode": exit_code, "message": json.dumps(report) if report else ""}}
+        container_state = {"terminated": {"exitCode": exit_code, "message": json.dumps(report) if report else "",
+                                          "finishedAt": "2026-01-01T00:06:00Z"}}
     elif state == "running":
         container_state = {"running": {"startedAt": created}}
     else:
@@ -81,6 +82,10 @@ CASES = [
      [pod("p1", "terminated", exit_code=0, report=REPORT_OK)], "Succeeded", reasons.SUCCEEDED, 1),
     ("gates-not-met", run_body(), job([("Failed", "PodFailurePolicy", "Container trainer exited with 43")], failed=1),
      [pod("p1", "terminated", exit_code=43, report=REPORT_GATES)], "Failed", reasons.GATES_NOT_MET, 1),
+    ("trainer-done-before-the-job-completes", run_body(), job(active=0),
+     [pod("p1", "terminated", exit_code=0, report=REPORT_OK)], "Succeeded", reasons.SUCCEEDED, 1),
+    ("gates-not-met-before-the-job-fails", run_body(), job(active=0),
+     [pod("p1", "terminated", exit_code=43, report=REPORT_GATES)], "Failed", reasons.GATES_NOT_MET, 1),
     ("invalid-data-no-report", run_body(), job([("Failed", "PodFailurePolicy", "exit 42")], failed=1),
      [pod("p1", "terminated", exit_code=42)], "Failed", reasons.INVALID_DATA, 1),
     ("backoff-exhausted", run_body(), job([("Failed", "BackoffLimitExceeded", "Job has reached the backoff limit")],
@@ -90,6 +95,9 @@ CASES = [
     ("deadline", run_body(), job([("Failed", "DeadlineExceeded", "Job was active longer than specified")]), [],
      "Failed", reasons.DEADLINE_EXCEEDED, 0),
 ]
+
+
+CASE = {case[0]: case for case in CASES}
 
 
 @pytest.mark.parametrize("run,job_,pods,phase,reason,attempts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -104,7 +112,7 @@ def test_phase_reason_and_attempts(run, job_, pods, phase, reason, attempts):
 
 
 def test_success_copies_the_report_into_status():
-    status = compute_run_status(run_body(), CASES[9][2], CASES[9][3], NOW)
+    status = compute_run_status(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
     assert status["metrics"] == REPORT_OK["metrics"]
     assert status["gates"] == REPORT_OK["gates"] and status["artifact"] == REPORT_OK["artifact"]
     assert status["lineage"] == REPORT_OK["lineage"]
@@ -115,8 +123,14 @@ def test_success_copies_the_report_into_status():
     assert find_condition(status["conditions"], "SpecApplied")["reason"] == reasons.SPEC_APPLIED
 
 
+def test_trainer_done_before_the_job_completes_has_its_times_already():
+    status = compute_run_status(run_body(), *CASE["trainer-done-before-the-job-completes"][2:4], NOW)
+    assert (status["completionTime"], status["durationSeconds"]) == ("2026-01-01T00:06:00Z", 359.0)
+    assert status["metrics"] == REPORT_OK["metrics"]
+
+
 def test_gates_not_met_explains_which_gate():
-    status = compute_run_status(run_body(), CASES[10][2], CASES[10][3], NOW)
+    status = compute_run_status(run_body(), CASE['gates-not-met'][2], CASE['gates-not-met'][3], NOW)
     gates = find_condition(status["conditions"], "GatesPassed")
     assert (gates["status"], gates["reason"]) == ("False", reasons.GATES_NOT_MET)
     assert "logicOk 0.1/0.8 FAILED" in gates["message"]
@@ -138,13 +152,13 @@ def test_last_transition_time_moves_only_when_status_flips():
     again = compute_run_status(run_body(**first), job(active=1), [pod("p1", "running")], later)
     assert again == first
     assert status_patch(first, again, RUN_OWNED_FIELDS) == {}
-    done = compute_run_status(run_body(**first), CASES[9][2], CASES[9][3], later)
+    done = compute_run_status(run_body(**first), CASE['succeeded'][2], CASE['succeeded'][3], later)
     assert find_condition(done["conditions"], "Ready")["lastTransitionTime"] == "2026-01-01T00:20:00Z"
     assert status_patch(first, done, RUN_OWNED_FIELDS).keys() >= {"phase", "conditions", "metrics"}
 
 
 def test_finished_run_keeps_status_after_its_job_is_deleted():
-    done = compute_run_status(run_body(), CASES[9][2], CASES[9][3], NOW)
+    done = compute_run_status(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
     after_ttl = compute_run_status(run_body(**done), None, [], NOW)
     assert status_patch(done, after_ttl, RUN_OWNED_FIELDS) == {}
 
@@ -170,17 +184,17 @@ def test_training_hashes_cover_exactly_the_immutable_fields():
 
 
 def test_exhausted_retries_say_how_the_last_attempt_ended():
-    status = compute_run_status(run_body(), CASES[12][2], CASES[12][3], NOW)
+    status = compute_run_status(run_body(), CASE['backoff-exhausted'][2], CASE['backoff-exhausted'][3], NOW)
     assert status["message"] == "Job has reached the backoff limit; last attempt: trainer exited with code 45"
     tail = pod("p9", "terminated", "2026-01-01T00:09:00Z", exit_code=1)
     tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback ...\nMemoryError"
-    status = compute_run_status(run_body(), CASES[12][2], [tail], NOW)
+    status = compute_run_status(run_body(), CASE['backoff-exhausted'][2], [tail], NOW)
     assert status["message"].endswith("last attempt: trainer exited with code 1: Traceback ... MemoryError")
 
 
 def test_unreadable_termination_message_is_ignored():
     log_tail = pod("p1", "terminated", exit_code=0)
     log_tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback (most recent call..."
-    status = compute_run_status(run_body(), CASES[9][2], [log_tail], NOW)
+    status = compute_run_status(run_body(), CASE['succeeded'][2], [log_tail], NOW)
     assert status["phase"] == "Succeeded" and status["metrics"] is None
     assert RUN_UID  # the example run keeps its uid

@@ -68,7 +68,7 @@ def models_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, 
 def job_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
     """(namespace, run name) -> the run's Job."""
     owner = names.controller_owner(body, "CodexTrainingRun")
-    return {(namespace, owner[0]): _slim(body, spec_fields=("suspend",))} if owner else None
+    return {(namespace, owner[0]): _slim(body, spec_fields=("suspend", "completions"))} if owner else None
 
 
 @kopf.index(*PODS, labels=ManagedOnly)

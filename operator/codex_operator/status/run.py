@@ -132,6 +132,15 @@ def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mappin
         progress = (run.get("status") or {}).get("progress") or {}
         return STAGE_PHASES.get(progress.get("stage"), ("Running", reasons.TRAINING, "training"))
     previous = _latest_ended(pods)
+    succeeded = sum(1 for p in pods if (_terminated(p) or {}).get("exitCode") == 0)
+    if live == [] and succeeded and succeeded >= int((job.get("spec") or {}).get("completions") or 1):
+        # Every trainer pod finished well; the Job's Complete condition follows in a moment.
+        report = read_report(previous or {})
+        return "Succeeded", reasons.SUCCEEDED, (report.message if report and report.message
+                                                else "training succeeded and the adapter was published")
+    if previous is not None and _terminated(previous).get("exitCode") in contract.NON_RETRYABLE_EXIT_CODES:
+        # podFailurePolicy fails the Job on this exit code: say so now, not "retrying" until it does.
+        return ("Failed", *_ended_words(previous))
     if previous is not None:
         reason, message = _ended_words(previous)
         return "Pending", reasons.RETRYING, f"attempt {attempts} ended ({reason}: {message}); retrying"
@@ -199,13 +208,17 @@ def _attempts(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
     return max(sum(1 for p in pods if _started(p)), counted)
 
 
-def _times(job: Mapping[str, Any]) -> tuple[Optional[str], Optional[str], Optional[float]]:
+def _times(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> tuple[Optional[str], Optional[str],
+                                                                                     Optional[float]]:
     status = job.get("status") or {}
     start = parse_time(status.get("startTime")) or parse_time((job.get("metadata") or {}).get("creationTimestamp"))
     done = parse_time(status.get("completionTime"))
     failed = _job_condition(job, "Failed")
     if done is None and failed is not None:
         done = parse_time(failed.get("lastTransitionTime"))
+    if done is None and pods:
+        # The trainer ended and the Job has not caught up yet: its pod's finish time, for now.
+        done = parse_time((_terminated(_latest_ended(pods) or {}) or {}).get("finishedAt"))
     duration = round((done - start).total_seconds(), 1) if start and done else None
     return (rfc3339(start) if start else None), (rfc3339(done) if done else None), duration
 
@@ -258,7 +271,7 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
     else:
         attempts = _attempts(job, pods)
         phase, reason, message = _phase(run, job, pods, attempts)
-        start, done, duration = _times(job) if phase in TERMINAL_PHASES else (_times(job)[0], None, None)
+        start, done, duration = _times(job, pods) if phase in TERMINAL_PHASES else (_times(job)[0], None, None)
         job_name = job["metadata"]["name"]
 
     conditions = list(old.get("conditions") or [])
