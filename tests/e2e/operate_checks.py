@@ -25,7 +25,10 @@ SERVER_FIELDS = ("status",)
 def assert_spec_unchanged(cluster, namespace: str, kind: str, applied: dict) -> None:
     """Argo CD sync safety: the operator wrote only status, so the spec is what was applied."""
     live = get(cluster, kind, applied["metadata"]["name"], namespace)
-    assert json.dumps(live["spec"], sort_keys=True) == json.dumps(applied["spec"], sort_keys=True)
+    # generation counts spec writes: 1 means nobody changed the spec since it was created.
+    assert live["metadata"]["generation"] == 1
+    # The apiserver keeps the applied values, rendering integral floats (0.0) as integers (0).
+    assert live["spec"] == applied["spec"]
     assert live["metadata"].get("labels", {}) == applied["metadata"].get("labels", {})
 
 
@@ -42,8 +45,20 @@ def assert_health(cluster, namespace: str, kind: str, name: str, expected: str, 
         (CAPTURED / f"{capture}.json").write_text(json.dumps({"expected": expected, "object": keep}, indent=2) + "\n")
 
 
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
+            "gauge": ("",), "untyped": ("",)}
+
+
 def _sample_names(text: str) -> set[str]:
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    """Sample names on the page, plus those its `# TYPE` lines declare (a labelled metric with no
+    observation yet has no samples, but the endpoint exports it all the same)."""
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            base = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
+            names |= {base + suffix for suffix in SUFFIXES.get(kind.strip(), ("",))}
+    return names
 
 
 def _scrape(url: str, headers: dict | None = None) -> set[str]:

@@ -11,7 +11,8 @@ from codex_api.common import Toleration
 from ..config import Resources
 
 # Pod Security Standards "restricted": what every pod the operator creates runs with.
-RUN_AS_USER = 1000
+# A high UID (>= 10000) that matches no host user; the images run as the same one.
+RUN_AS_USER = 65532
 
 
 def metadata(name: str, namespace: str, labels: dict[str, str],
