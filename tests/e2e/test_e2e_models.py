@@ -1,0 +1,73 @@
+"""CodexModel paths beyond the builtin happy path: a spec the apiserver accepts but the operator
+cannot serve (refused with the field named, no error loop), and the vLLM runtime's Deployment,
+which the real apiserver must accept (vLLM itself cannot run here: no GPU, no vLLM image)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from e2e_support import condition, events_for, get, status_of, wait, wait_phase
+
+pytestmark = pytest.mark.cluster
+# How the operator is installed for this module (see conftest.py).
+INSTALL = "kustomize"
+
+
+@pytest.fixture
+def namespace(cluster, operator, request):
+    name = cluster.create_namespace(f"models-{uuid.uuid4().hex[:6]}")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def vllm_model(name: str, gpus: int) -> dict:
+    return {
+        "apiVersion": "codex.dev/v1alpha1", "kind": "CodexModel", "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"hub": "Qwen/Qwen2.5-Coder-0.5B-Instruct"},
+            "adapter": {"hub": {"repoId": "my-org/codex-qwen-lora", "revision": "main",
+                                "tokenSecretRef": {"name": "hf-token", "key": "token"}}},
+            "runtime": "vllm",
+            "resources": {"gpus": gpus, "cpu": "2", "memory": "8Gi"},
+            "server": {"apiKeySecretRef": {"name": "codex-api-key", "key": "token"}},
+        },
+    }
+
+
+def test_unservable_spec_is_refused_once_with_the_field_named(cluster, namespace, operator):
+    cluster.apply(vllm_model("no-gpu", gpus=0), namespace=namespace)  # the CRD allows gpus: 0 (builtin on CPU)
+    status = wait_phase(cluster, namespace, "no-gpu", ("Degraded",), kind="codexmodel", timeout=90)
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.resources.gpus")
+    assert cluster.kubectl("get", "deployment", "no-gpu-server", "-n", namespace, check=False).returncode != 0
+    # Not retried: the status and the operator's handling stay put.
+    version = get(cluster, "codexmodel", "no-gpu", namespace)["metadata"]["resourceVersion"]
+    time.sleep(8)
+    assert get(cluster, "codexmodel", "no-gpu", namespace)["metadata"]["resourceVersion"] == version
+    assert operator.pod_name()  # still running
+
+
+def test_vllm_deployment_is_accepted_by_the_apiserver(cluster, namespace, operator):
+    cluster.apply(vllm_model("qwen", gpus=1), namespace=namespace)
+    deployment = wait("the vLLM Deployment", lambda: cluster.kubectl(
+        "get", "deployment", "qwen-server", "-n", namespace, "-o", "name", check=False).stdout.strip(), 90)
+    assert deployment
+    spec = get(cluster, "deployment", "qwen-server", namespace)["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == ["fetch-adapter"]
+    server = spec["containers"][0]
+    assert server["image"].startswith("vllm/vllm-openai") and "--enable-lora" in server["args"]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    env = {e["name"]: e for e in server["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "codex-api-key", "key": "token"}
+    # The object passes the apiserver's full validation once more, as a server-side dry run.
+    live = get(cluster, "deployment", "qwen-server", namespace)
+    live.pop("status", None)
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(live))
+    status = status_of(cluster, "codexmodel", "qwen", namespace)
+    assert status["servedAdapter"] == {"source": "hub", "repo": "my-org/codex-qwen-lora", "revision": "main"}
+    assert status["phase"] == "Progressing"  # created, but nothing here can run vLLM
+    assert "AdapterPromoted" in [e["reason"] for e in events_for(cluster, namespace, "qwen")]
