@@ -208,6 +208,9 @@ class Bench:
         writes = self.own_writes() - writes_before
         time.sleep(35)  # one memory.trim_periodically() round after the burst
         latencies = sorted(max(0.0, seen[job] - applied[job]) for job in applied)
+        text = self.operator_metrics()
+        children_s = scrape(text, "codex_operator_run_children_seconds_sum")
+        children_n = scrape(text, "codex_operator_run_children_seconds_count") or 1
         return {
             "runs": count,
             "apply_seconds": round(apply_seconds, 1),
@@ -215,6 +218,8 @@ class Bench:
             "p50_apply_to_job_s": round(statistics.median(latencies), 3),
             "p99_apply_to_job_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
             "operator_cpu_s_until_all_jobs": round(cpu_to_jobs, 1),
+            # Cumulative over the batches so far: the mean time create_run spends on API calls.
+            "mean_children_api_s": round(children_s / children_n, 3),
             "rss_at_all_jobs_mb": round(rss_at_jobs, 1),
             "rss_settled_mb": round(self.rss_mb(), 1),
             "requests_per_run": round(requests / count, 1),

@@ -8,10 +8,13 @@ JSON, skipping the generated model classes, which keeps a request cheap on two c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
 
 import kubernetes
 from kubernetes.client import ApiClient
@@ -38,6 +41,41 @@ PLURALS: dict[tuple[str, str], str] = {
 }
 MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = (5, 30)
+# Request priorities: what stands between a new run and its Job goes first under a burst.
+URGENT = 0
+NORMAL = 1
+
+
+class PriorityExecutor:
+    """A thread pool that runs queued calls by priority, then in arrival order."""
+
+    def __init__(self, workers: int, name: str = "kube"):
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.order = itertools.count()
+        self.threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self.queue.put((priority, next(self.order), future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, future, fn, args = self.queue.get()
+            if future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:  # handed to the awaiting coroutine
+                future.set_exception(error)
+
+    def shutdown(self) -> None:
+        for _ in self.threads:
+            self.queue.put((float("inf"), next(self.order), None, None, ()))
 
 
 class ApiError(Exception):
@@ -83,10 +121,10 @@ class Kube:
     def __init__(self, configuration: kubernetes.client.Configuration, workers: int = 16):
         configuration.connection_pool_maxsize = workers
         self.client = ApiClient(configuration)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self.executor = PriorityExecutor(workers)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown()
         self.client.close()
 
     def _call(self, method: str, path: str, body: Any, content_type: Optional[str]) -> Any:
@@ -106,19 +144,21 @@ class Kube:
         return json.loads(data) if data else None
 
     async def request(self, method: str, path: str, body: Any = None, content_type: Optional[str] = None,
-                      kind: str = "") -> Any:
+                      kind: str = "", priority: int = NORMAL) -> Any:
         metrics.API_REQUESTS.labels(verb=method.lower(), kind=kind).inc()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._call, method, path, body, content_type)
+        future = self.executor.submit(priority, self._call, method, path, body, content_type)
+        return await asyncio.wrap_future(future)
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any], priority: int = NORMAL) -> dict[str, Any]:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
-        return await self.request("POST", path, obj, kind=obj["kind"])
+        return await self.request("POST", path, obj, kind=obj["kind"], priority=priority)
 
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str,
+                  priority: int = NORMAL) -> Optional[dict[str, Any]]:
         try:
-            return await self.request("GET", resource_path(api_version, kind, namespace, name), kind=kind)
+            return await self.request("GET", resource_path(api_version, kind, namespace, name), kind=kind,
+                                      priority=priority)
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -143,19 +183,19 @@ class Kube:
             if error.status != 404:
                 raise
 
-    async def ensure(self, obj: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
+    async def ensure(self, obj: dict[str, Any], owner_uid: str, priority: int = NORMAL) -> tuple[dict[str, Any], bool]:
         """Create ``obj`` or find it; (live object, created). Idempotent thanks to deterministic names.
 
         409 AlreadyExists counts as success once the existing object is verified to belong to
         ``owner_uid``; otherwise :class:`NotOwnedError`.
         """
         try:
-            return await self.create(obj), True
+            return await self.create(obj, priority), True
         except ApiError as error:
             if error.status != 409:
                 raise
         meta = obj["metadata"]
-        live = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        live = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"], priority)
         if live is None:  # deleted in between: try once more on the next round
             raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} was being deleted")
         if not owned_by(live, owner_uid):

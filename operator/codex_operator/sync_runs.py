@@ -16,7 +16,7 @@ from .builders.pvc import build_checkpoint_pvc
 from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
 from .conditions import find_condition
-from .k8s import NotOwnedError
+from .k8s import URGENT, NotOwnedError
 from .state import OperatorState
 from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts, status_patch
 from .status import reasons
@@ -59,8 +59,9 @@ def all_children(waves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 async def apply_run_children(state: OperatorState, waves: list[list[dict[str, Any]]], owner_uid: str) -> dict[str, Any]:
     """Create-or-find every child, wave by wave; returns the live Job. Safe to repeat after a crash."""
     try:
-        for wave in waves:
-            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid) for child in wave))
+        with metrics.CHILDREN_SECONDS.time():
+            for wave in waves:
+                live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, URGENT) for child in wave))
     except NotOwnedError as error:
         raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
     return live[-1][0]
