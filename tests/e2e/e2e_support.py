@@ -11,12 +11,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from codex_operator.builders.operator_install import build_operator_deployment
-from codex_operator.rbac_rules import build_operator_rbac
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "codex-system"
-OPERATOR_IMAGE = "codex-operator:dev"
 TRAINER_IMAGE = "codex-trainer:dev"
 LABELS = "app.kubernetes.io/name=codex-operator"
 
@@ -129,23 +126,6 @@ class OperatorHandle:
     def uninstall(self) -> None:
         self.cluster.kubectl("delete", "deployment", "codex-operator", "-n", self.namespace, "--wait=false",
                              check=False)
-
-
-def install_operator(cluster, env: Optional[dict[str, str]] = None) -> OperatorHandle:
-    """CRDs, then the operator as a Deployment with its own ServiceAccount and least-privilege ClusterRole."""
-    for crd in sorted((REPO_ROOT / "crds").glob("*.yaml")):
-        cluster.kubectl("apply", "-f", str(crd))
-    for crd in ("codextrainingruns.codex.dev", "codexmodels.codex.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    cluster.create_namespace(OPERATOR_NAMESPACE)
-    objects = build_operator_rbac("codex-operator", OPERATOR_NAMESPACE) + [build_operator_deployment(
-        OPERATOR_NAMESPACE, OPERATOR_IMAGE, "codex-operator", args=["--all-namespaces"],
-        env={"CODEX_TRAINER_IMAGE": TRAINER_IMAGE, **(env or {})})]
-    cluster.apply(*objects)
-    cluster.kubectl("rollout", "status", "deployment/codex-operator", "-n", OPERATOR_NAMESPACE, "--timeout=120s")
-    handle = OperatorHandle(cluster)
-    wait("the operator to log that it is configured", lambda: "codex-operator configured" in handle.logs(), 60)
-    return handle
 
 
 def apiserver_writes(cluster, resources: tuple[str, ...]) -> int:
