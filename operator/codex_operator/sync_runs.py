@@ -67,6 +67,13 @@ async def apply_run_children(state: OperatorState, waves: list[list[dict[str, An
     return live[-1][0]
 
 
+async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: CodexTrainingRun) -> dict[str, Any]:
+    """Build, adopt and apply everything the run owns; returns the live Job."""
+    waves = build_run_children(run, state.cfg)
+    kopf.append_owner_reference(all_children(waves), owner=owner)
+    return await apply_run_children(state, waves, owner["metadata"]["uid"])
+
+
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:
     """The run's Job among those indexed under its name (an older run of the same name may linger)."""
     return next((j for j in jobs or () if (names.controller_owner(j, KIND) or (None, None))[1] == run_uid), None)

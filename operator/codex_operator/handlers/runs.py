@@ -11,10 +11,8 @@ from ..metrics import instrument
 from ..state import OperatorState
 from ..sync_runs import (
     TERMINAL,
-    all_children,
-    apply_run_children,
     apply_spec_configmap,
-    build_run_children,
+    ensure_run_children,
     parse_run,
     patch_job_fields,
     select_job,
@@ -51,9 +49,7 @@ async def create_run(body: kopf.Body, memo: kopf.Memo, job_index: kopf.Index, po
         run = parse_run(dict(body))
     except SpecError as error:
         await reject_invalid(state, body, error, job_index.get(key), pod_index.get(key))
-    children = build_run_children(run, state.cfg)
-    kopf.append_owner_reference(all_children(children), owner=body)
-    job = await apply_run_children(state, children, body.metadata.uid)
+    job = await ensure_run_children(state, dict(body), run)
     await sync_run_status(state, dict(body), job, select_pods(pod_index.get(key), job))
 
 
@@ -71,9 +67,7 @@ async def resume_run(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, job_
             run = parse_run(dict(body))
         except SpecError as error:
             await reject_invalid(state, body, error, None, None)
-        children = build_run_children(run, state.cfg)
-        kopf.append_owner_reference(all_children(children), owner=body)
-        job = await apply_run_children(state, children, body.metadata.uid)
+        job = await ensure_run_children(state, dict(body), run)
     await sync_run_status(state, dict(body), job, select_pods(pod_index.get(key), job))
 
 
@@ -95,9 +89,7 @@ async def update_run(body: kopf.Body, old: Any, new: Any, status: kopf.Status, m
         await sync_run_status(state, dict(body), job, select_pods(pod_index.get(key), job))
         raise kopf.PermanentError("; ".join(refused))
     if job is None and status.get("phase") not in TERMINAL:
-        children = build_run_children(run, state.cfg)
-        kopf.append_owner_reference(all_children(children), owner=body)
-        job = await apply_run_children(state, children, body.metadata.uid)
+        job = await ensure_run_children(state, dict(body), run)
     elif job is not None:
         await apply_spec_configmap(state, run, dict(body))
         await patch_job_fields(state, run, job)

@@ -17,9 +17,7 @@ from ..sync_models import parse_model, reconcile_model
 from ..sync_runs import (
     KIND as RUN_KIND,
     TERMINAL,
-    all_children,
-    apply_run_children,
-    build_run_children,
+    ensure_run_children,
     job_finished,
     parse_run,
     run_key,
@@ -91,9 +89,7 @@ async def recreate_deleted_job(state: OperatorState, run: dict[str, Any], job: d
     stored = state.stored_status(run_key(run["metadata"]["namespace"], run["metadata"]["name"]), run)
     if job_finished(job) or stored.get("phase") in TERMINAL:
         return
-    children = build_run_children(parse_run(run), state.cfg)
-    kopf.append_owner_reference(all_children(children), owner=run)
-    live = await apply_run_children(state, children, run["metadata"]["uid"])
+    live = await ensure_run_children(state, run, parse_run(run))
     await sync_run_status(state, run, live, [])
 
 

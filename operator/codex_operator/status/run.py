@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
 from codex_api import CodexTrainingRun, SpecError, contract, parse
-from codex_api.training_run import CodexTrainingRunSpec
 
 from .. import names
 from ..builders.job import training_hashes
