@@ -11,6 +11,8 @@ from .config import OperatorConfig
 from .k8s import Kube
 from .metrics import PhaseBook
 
+# Enough runs in flight to keep the API client's 16 workers busy, few enough to bound memory.
+RUN_SLOTS = 32
 # ("run" | "model", namespace, name)
 Key = tuple[str, str, str]
 
@@ -40,6 +42,8 @@ class OperatorState:
     active_jobs: set[Key] = field(default_factory=set)
     # uid -> (generation, spec facts) of a run (see sync_runs.facts_for).
     spec_facts: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # Runs building and creating their Job's path at once (see sync_runs.ensure_run_children).
+    run_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RUN_SLOTS))
 
     def stored_status(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """The freshest status known for ``obj``: the watched one, or what was just written if newer."""

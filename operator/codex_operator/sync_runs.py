@@ -16,7 +16,7 @@ from .builders.pvc import build_checkpoint_pvc
 from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
 from .conditions import find_condition
-from .k8s import URGENT, NotOwnedError
+from .k8s import NORMAL, URGENT, NotOwnedError
 from .state import OperatorState
 from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts, status_patch
 from .status import reasons
@@ -38,40 +38,57 @@ def parse_run(body: dict[str, Any]) -> CodexTrainingRun:
     return parse(CodexTrainingRun, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
 
 
-def build_run_children(run: CodexTrainingRun, cfg) -> list[list[dict[str, Any]]]:
-    """Everything a run owns, in two creation waves, the Job last in the second.
+# One chain of creation waves: each wave is created side by side, the next once it exists.
+Chain = list[list[dict[str, Any]]]
 
-    What the Job's pods need at creation (their ServiceAccount, the spec ConfigMap, the checkpoint
-    PVC) is in the first wave. The RoleBinding waits for its Role (the apiserver checks a binding
-    against the Role it grants, RBAC escalation prevention); the trainer needs it only to report
-    progress, so it can go with the Job.
+
+def build_run_children(run: CodexTrainingRun, cfg) -> dict[str, Chain]:
+    """Everything a run owns, as two chains of creation waves applied side by side.
+
+    ``job``: what the Job's pods need when the Job controller creates them (their ServiceAccount,
+    the spec ConfigMap, the checkpoint PVC, the workers' Service), then the Job, last.
+    ``rbac``: the Role, then its RoleBinding (the apiserver checks a binding against the Role it
+    grants: RBAC escalation prevention). The trainer needs them only to report progress, and
+    retries its first progress patches while they appear, so they stay off the Job's path.
     """
-    optional = [build_checkpoint_pvc(run), build_workers_service(run)]
-    rbac = build_trainer_rbac(run)
-    first = [build_spec_configmap(run), *rbac[:2], *(o for o in optional if o)]
-    return [first, [*rbac[2:], build_job(run, cfg)]]
+    account, *grants = build_trainer_rbac(run) or [None]
+    first = [build_spec_configmap(run), account, build_checkpoint_pvc(run), build_workers_service(run)]
+    return {"job": [[c for c in first if c], [build_job(run, cfg)]], "rbac": [[g] for g in grants]}
 
 
-def all_children(waves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [child for wave in waves for child in wave]
+def all_children(chains: dict[str, Chain]) -> list[dict[str, Any]]:
+    return [child for chain in chains.values() for wave in chain for child in wave]
 
 
-async def apply_run_children(state: OperatorState, waves: list[list[dict[str, Any]]], owner_uid: str) -> dict[str, Any]:
-    """Create-or-find every child, wave by wave; returns the live Job. Safe to repeat after a crash."""
+async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int) -> list:
+    """Create-or-find each wave's children side by side, wave after wave; the last wave's (live, created).
+    Safe to repeat after a crash: names are deterministic and a 409 is verified to be owned."""
+    live: list = []
     try:
-        with metrics.CHILDREN_SECONDS.time():
-            for wave in waves:
-                live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, URGENT) for child in wave))
+        for wave in chain:
+            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority) for child in wave))
     except NotOwnedError as error:
         raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
-    return live[-1][0]
+    return live
 
 
 async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: CodexTrainingRun) -> dict[str, Any]:
-    """Build, adopt and apply everything the run owns; returns the live Job."""
-    waves = build_run_children(run, state.cfg)
-    kopf.append_owner_reference(all_children(waves), owner=owner)
-    return await apply_run_children(state, waves, owner["metadata"]["uid"])
+    """Build, adopt and apply everything the run owns; returns the live Job.
+
+    The Job's path holds one of ``state.run_slots`` from building to the Job's creation, at
+    URGENT priority: under a burst (a thousand new runs) every run's Job still comes before
+    anything else, and the runs not yet admitted wait with nothing built, so the operator's
+    memory follows the API's pace rather than the size of the burst. The Role and RoleBinding
+    follow at normal priority, outside the slot.
+    """
+    uid = owner["metadata"]["uid"]
+    with metrics.CHILDREN_SECONDS.time():
+        async with state.run_slots:
+            chains = build_run_children(run, state.cfg)
+            kopf.append_owner_reference(all_children(chains), owner=owner)
+            job = (await apply_chain(state, chains["job"], uid, URGENT))[-1][0]
+        await apply_chain(state, chains["rbac"], uid, NORMAL)
+    return job
 
 
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:

@@ -53,17 +53,29 @@ def test_status_patch_touches_only_progress_and_is_throttled():
     assert api.calls[0][:5] == ("codex.dev", "v1alpha1", "ns", "codextrainingruns", "demo")
 
 
-def test_forbidden_patch_warns_once_and_training_carries_on(caplog):
+def test_forbidden_patch_is_retried_while_the_grant_may_be_appearing_then_disabled(caplog):
+    """The operator creates the Role and RoleBinding beside the Job: early 403s are retried, a
+    refusal after ``grant_grace`` stops the patching; two warnings in all, training carries on."""
     forbidden = Exception("Forbidden")
     forbidden.status = 403
-    api = FakeApi(error=forbidden)
-    patcher = StatusPatcher("demo", "ns", min_interval=0, api=api)
+    clock, api = FakeClock(), FakeApi(error=forbidden)
+    patcher = StatusPatcher("demo", "ns", min_interval=0, api=api, clock=clock, grant_grace=60)
     with caplog.at_level(logging.WARNING):
-        for step in range(5):
+        for step in range(3):
             patcher({"step": step}, force=True)
-    assert len(api.calls) == 1  # disabled after the 403
-    warnings = [r for r in caplog.records if "progress.patch_failed" in r.getMessage()]
-    assert len(warnings) == 1 and '"status": 403' in warnings[0].getMessage()
+            clock.now += 10
+        assert len(api.calls) == 3  # still inside the grace: every update tried
+        api.error = None
+        patcher({"step": 3})
+        assert len(api.calls) == 4  # the grant arrived: patched
+        api.error = forbidden
+        clock.now += 60
+        for step in range(4, 8):
+            patcher({"step": step}, force=True)
+    assert len(api.calls) == 5  # disabled by the first 403 after the grace
+    warnings = [r.getMessage() for r in caplog.records if "progress.patch_failed" in r.getMessage()]
+    assert len(warnings) == 2 and all('"status": 403' in w for w in warnings)
+    assert '"will retry"' in warnings[0] and '"disabled"' in warnings[1]
 
 
 def test_tracker_reports_step_total_loss_eta_and_stage():

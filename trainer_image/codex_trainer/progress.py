@@ -2,8 +2,10 @@
 
 Least privilege: the trainer's ServiceAccount may patch only its own run's ``/status``
 subresource, and the trainer writes only ``status.progress`` (a JSON merge patch), at most
-every ``min_interval`` seconds. When the permission is missing, or the API is unreachable, it
-logs one warning and training carries on.
+every ``min_interval`` seconds. The operator creates that Role and RoleBinding beside the Job,
+not before it, and RBAC reaches the authorizer's cache a moment later still, so a refusal
+(401/403/404) in the first ``grant_grace`` seconds is retried on the next update; after that it
+stops the patching. Any failure logs one warning, and training carries on.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ class StatusPatcher:
     """Merge-patches ``status.progress`` of one CodexTrainingRun through the status subresource."""
 
     def __init__(self, name: str, namespace: str, min_interval: float = 10.0, api: Any = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, grant_grace: float = 300.0):
         self.name, self.namespace = name, namespace
         self.min_interval = min_interval
         self.clock = clock
+        self._grace_until = clock() + grant_grace
         self._api = api
         self._last = -float("inf")
         self._warned = False
@@ -50,9 +53,9 @@ class StatusPatcher:
             )
         except Exception as error:  # any failure: warn once, keep training
             status = getattr(error, "status", None)
-            if status in (401, 403, 404):
+            if status in (401, 403, 404) and now >= self._grace_until:
                 self._disabled = True  # no permission (or no run): retrying only adds load
-            if not self._warned:
+            if not self._warned or self._disabled:  # the first failure, and the one that disables
                 self._warned = True
                 log.warning('{"event": "progress.patch_failed", "status": %s, "error": "%s", "next": "%s"}',
                             status or "null", type(error).__name__, "disabled" if self._disabled else "will retry")
