@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import gen_manifests
+from codex_operator.builders.operator_install import OPERATOR_ENV
 from codex_operator.rbac_rules import operator_rules
 
 from .tools import CHART, REPO_ROOT, helm_template, run
@@ -44,6 +45,8 @@ def test_cluster_mode_renders_a_cluster_role_with_the_operator_rules():
     assert container["args"] == ["--log-format=json", "--all-namespaces", "--standalone"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: env.get(k) for k in OPERATOR_ENV} == OPERATOR_ENV  # the allocator settings, as the builder sets them
 
 
 def test_namespaced_mode_renders_roles_only_in_watched_namespaces():
