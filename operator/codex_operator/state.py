@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from codex_api import GROUP_VERSION
 
 from .config import OperatorConfig
 from .k8s import Kube
+from . import metrics
 from .metrics import PhaseBook
+from .status import status_patch
 
 # Enough runs in flight to keep the API client's 16 workers busy, few enough to bound memory.
 RUN_SLOTS = 32
@@ -65,3 +69,16 @@ class OperatorState:
         self.locks.pop(key, None)
         self.active_jobs.discard(key)
         self.phases.set(key, None)
+
+    async def write_status(self, key: Key, kind: str, meta: dict[str, Any], stored: dict[str, Any],
+                           computed: dict[str, Any], owned: Sequence[str]) -> bool:
+        """Patch the operator-owned status fields that changed, if any (zero writes when stable);
+        True when it wrote. What was written is remembered until the watch catches up."""
+        changes = status_patch(stored, computed, owned)
+        if not changes:
+            return False
+        patched = await self.kube.patch(GROUP_VERSION, kind, meta["namespace"], meta["name"], {"status": changes},
+                                        subresource="status")
+        metrics.STATUS_WRITES.labels(kind).inc()
+        self.remember(key, patched, {k: computed.get(k) for k in owned})
+        return True

@@ -17,9 +17,8 @@ from .config import OperatorConfig
 from .k8s import NotOwnedError
 from .promotion import Resolution, resolve
 from .state import OperatorState
-from .status import MODEL_OWNED_FIELDS, compute_model_status, status_patch
+from .status import MODEL_OWNED_FIELDS, compute_model_status
 
-API_VERSION = "codex.dev/v1alpha1"
 KIND = "CodexModel"
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler")
 
@@ -99,14 +98,9 @@ async def write_model_status(state: OperatorState, body: dict[str, Any], stored:
                              computed: dict[str, Any]) -> None:
     meta = body["metadata"]
     metrics.MODEL_READY.labels(meta["namespace"], meta["name"]).set(computed.get("readyReplicas") or 0)
-    changes = status_patch(stored, computed, MODEL_OWNED_FIELDS)
-    if not changes:
+    if not await state.write_status(model_key(meta["namespace"], meta["name"]), KIND, meta, stored, computed,
+                                    MODEL_OWNED_FIELDS):
         return
-    patched = await state.kube.patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": changes},
-                                     subresource="status")
-    metrics.STATUS_WRITES.labels(KIND).inc()
-    state.remember(model_key(meta["namespace"], meta["name"]), patched,
-                   {k: computed.get(k) for k in MODEL_OWNED_FIELDS})
     before, after = stored.get("phase"), computed.get("phase")
     if before != after:
         kopf.event(body, type="Warning" if after == "Degraded" else "Normal", reason=str(after),

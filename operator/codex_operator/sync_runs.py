@@ -18,10 +18,9 @@ from .builders.service import build_workers_service
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, NotOwnedError
 from .state import OperatorState
-from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts, status_patch
+from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts
 from .status import reasons
 
-API_VERSION = "codex.dev/v1alpha1"
 KIND = "CodexTrainingRun"
 TERMINAL = ("Succeeded", "Failed")
 # Reasons whose transition is announced as a Warning event.
@@ -170,11 +169,5 @@ async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optio
         computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
                                       facts=facts_for(state, body))
         state.phases.set(key, computed.get("phase"))
-        changes = status_patch(stored, computed, RUN_OWNED_FIELDS)
-        if not changes:
-            return
-        patched = await state.kube.patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": changes},
-                                         subresource="status")
-        metrics.STATUS_WRITES.labels(KIND).inc()
-        state.remember(key, patched, {k: computed.get(k) for k in RUN_OWNED_FIELDS})
-        announce(body, stored, computed)
+        if await state.write_status(key, KIND, meta, stored, computed, RUN_OWNED_FIELDS):
+            announce(body, stored, computed)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.procs import pids_with
+
 pytestmark = pytest.mark.cluster
 
 TRAINER = "codex-trainer:test"
@@ -187,17 +189,6 @@ def test_on_failure_restarts_until_success(cluster, cluster_namespace):
     assert cluster.pod_logs(ns, "retry", previous=True) == "first try fails\n"
 
 
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            pass
-    return pids
-
-
 @pytest.mark.parametrize("handles_sigterm", [True, False], ids=["exits-on-sigterm", "ignores-sigterm"])
 def test_deletion_sends_sigterm_then_sigkill(cluster, cluster_namespace, handles_sigterm):
     ns = cluster_namespace
@@ -212,12 +203,12 @@ def test_deletion_sends_sigterm_then_sigkill(cluster, cluster_namespace, handles
         "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script]}]}}
     cluster.apply(pod, namespace=ns)
     cluster.wait_for("the pod to start serving", lambda: "serving" in _logs(cluster, ns, "graceful"), timeout=60)
-    assert _pids_with(marker)
+    assert pids_with(marker)
 
     started = time.monotonic()
     cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--timeout=30s")
     took = time.monotonic() - started
-    assert not _pids_with(marker)
+    assert not pids_with(marker)
     if handles_sigterm:
         assert took < 10, took  # well inside the 30 s grace period: the process left on SIGTERM
         assert cluster.pod_logs(ns, "graceful") == "serving\ngot SIGTERM\n"

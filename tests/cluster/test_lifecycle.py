@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import LocalCluster, NodeSpec
-from localcluster.procs import ProcessRecord, is_alive
+from localcluster.procs import ProcessRecord, is_alive, pids_with
 
 pytestmark = pytest.mark.cluster
 
@@ -57,7 +57,7 @@ def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_pa
         daemons = [ProcessRecord(**r) for r in second.state["processes"]]
         assert sorted(r.name for r in daemons) == sorted(
             ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent"])
-        second.wait_for("the grandchild to start", lambda: _pids_with(marker), timeout=30)
+        second.wait_for("the grandchild to start", lambda: pids_with(marker), timeout=30)
         # The worst case: the agent dies without cleaning up. Its container dies with it (parent-death
         # signal); the grandchild is left to `down`, which kills the container's recorded process group.
         agent = next(r for r in daemons if r.name == "agent")
@@ -66,23 +66,12 @@ def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_pa
         down = _cli(workdir, "down")
     assert down.returncode == 0, down.stderr
     assert not [r.name for r in daemons + containers if is_alive(r)]
-    assert not _pids_with(marker)
+    assert not pids_with(marker)
     assert second.state["pod_cidr"] not in subprocess.run(["ip", "route", "show", "table", "local"],
                                                           capture_output=True, text=True).stdout
     # The session cluster is untouched.
     assert cluster.is_running()
     assert cluster.kubectl("get", "node", "local-node", "-o", "name").stdout.strip() == "node/local-node"
-
-
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            pass
-    return pids
 
 
 def _logs(cluster: LocalCluster, pod: str) -> str:

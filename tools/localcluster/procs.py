@@ -39,6 +39,18 @@ def start_time_of(pid: int) -> int | None:
     return int(fields[19])
 
 
+def pids_with(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (to find what a pod or test left behind)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended while we looked
+            pass
+    return pids
+
+
 def is_alive(record: ProcessRecord) -> bool:
     return start_time_of(record.pid) == record.start_time
 
