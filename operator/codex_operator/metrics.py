@@ -25,7 +25,7 @@ API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Requests the operator's 
 RUNS = Gauge(f"{PREFIX}_training_runs", "CodexTrainingRuns, by phase.", ["phase"])
 ACTIVE_JOBS = Gauge(f"{PREFIX}_active_jobs", "Training Jobs that have not finished.")
 CHILDREN_SECONDS = Histogram(f"{PREFIX}_run_children_seconds",
-                             "Time to create (or find) a run's children, the Job last, as create_run sees it.",
+                             "Time to create (or find) a run's children: the Job's path, then its Role and RoleBinding.",
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
 JOB_DURATION = Histogram(f"{PREFIX}_job_duration_seconds", "Wall time from Job creation to the run's end, by outcome.",
                          ["phase"], buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200))

@@ -9,9 +9,9 @@ from typing import Any, Optional, Sequence
 
 from codex_api import GROUP_VERSION
 
+from . import metrics
 from .config import OperatorConfig
 from .k8s import Kube
-from . import metrics
 from .metrics import PhaseBook
 from .status import status_patch
 

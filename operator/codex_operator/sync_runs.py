@@ -42,13 +42,13 @@ Chain = list[list[dict[str, Any]]]
 
 
 def build_run_children(run: CodexTrainingRun, cfg) -> dict[str, Chain]:
-    """Everything a run owns, as two chains of creation waves applied side by side.
+    """Everything a run owns, as two chains of creation waves, applied one after the other.
 
     ``job``: what the Job's pods need when the Job controller creates them (their ServiceAccount,
     the spec ConfigMap, the checkpoint PVC, the workers' Service), then the Job, last.
     ``rbac``: the Role, then its RoleBinding (the apiserver checks a binding against the Role it
     grants: RBAC escalation prevention). The trainer needs them only to report progress, and
-    retries its first progress patches while they appear, so they stay off the Job's path.
+    retries its first progress patches while they appear, so they come after the Job.
     """
     account, *grants = build_trainer_rbac(run) or [None]
     first = [build_spec_configmap(run), account, build_checkpoint_pvc(run), build_workers_service(run)]
@@ -59,8 +59,8 @@ def all_children(chains: dict[str, Chain]) -> list[dict[str, Any]]:
     return [child for chain in chains.values() for wave in chain for child in wave]
 
 
-async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int) -> list:
-    """Create-or-find each wave's children side by side, wave after wave; the last wave's (live, created).
+async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int) -> list[dict[str, Any]]:
+    """Create-or-find each wave's children side by side, wave after wave; the last wave's live objects.
     Safe to repeat after a crash: names are deterministic and a 409 is verified to be owned."""
     live: list = []
     try:
@@ -68,7 +68,7 @@ async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priori
             live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority) for child in wave))
     except NotOwnedError as error:
         raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
-    return live
+    return [obj for obj, _ in live]
 
 
 async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: CodexTrainingRun) -> dict[str, Any]:
@@ -85,7 +85,7 @@ async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: 
         async with state.run_slots:
             chains = build_run_children(run, state.cfg)
             kopf.append_owner_reference(all_children(chains), owner=owner)
-            job = (await apply_chain(state, chains["job"], uid, URGENT))[-1][0]
+            (job,) = await apply_chain(state, chains["job"], uid, URGENT)
         await apply_chain(state, chains["rbac"], uid, NORMAL)
     return job
 
