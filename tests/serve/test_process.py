@@ -98,12 +98,14 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(server_url
 
     Every check runs except positive_data_acceptance: prompt-token limits depend on the
     tokenizer and cannot be written in JSON Schema, so some schema-valid prompts get a 400.
+    One worker: with two threads, hypothesis's concurrent ``ast.parse`` calls hit a CPython 3.11
+    race ("SystemError: AST constructor recursion depth mismatch"), and the seed stays meaningful.
     """
     schemathesis = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
         [str(schemathesis), "run", f"{server_url}/openapi.json", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance", "--header", f"Authorization: Bearer {API_KEY}",
-         "--max-examples", "60", "--seed", "20240917", "--workers", "2", "--generation-database", "none",
+         "--max-examples", "60", "--seed", "20240917", "--workers", "1", "--generation-database", "none",
          "--no-color"],
         capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )
