@@ -7,6 +7,7 @@ they stay pure and their output depends only on their inputs.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -47,6 +48,8 @@ class OperatorConfig:
     metrics_port: int = DEFAULT_METRICS_PORT
     # Where the operator's own HTTP servers bind: the pod IP in-cluster, loopback otherwise.
     bind_host: str = "0.0.0.0"
+    # Who reports the operator's Events: the pod name in-cluster (HOSTNAME), else the host name.
+    instance: str = "codex-operator"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -61,4 +64,5 @@ class OperatorConfig:
             image_pull_policy=env.get(ENV_IMAGE_PULL_POLICY) or None,
             metrics_port=int(env.get(ENV_METRICS_PORT) or DEFAULT_METRICS_PORT),
             bind_host=env.get(ENV_POD_IP) or "0.0.0.0",
+            instance=env.get("HOSTNAME") or socket.gethostname(),
         )

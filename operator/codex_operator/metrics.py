@@ -13,12 +13,14 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from .workqueue import Requeue
+
 PREFIX = "codex_operator"
 
-RECONCILES = Counter(f"{PREFIX}_reconcile_total", "Handler invocations, by kind.", ["kind"])
-RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Handler invocations that raised, by kind.",
+RECONCILES = Counter(f"{PREFIX}_reconcile_total", "Reconciles, by kind.", ["kind"])
+RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Reconciles that failed (retried with backoff), by kind and error.",
                            ["kind", "error"])
-RECONCILE_SECONDS = Histogram(f"{PREFIX}_reconcile_duration_seconds", "Handler duration, by kind.", ["kind"],
+RECONCILE_SECONDS = Histogram(f"{PREFIX}_reconcile_duration_seconds", "Reconcile duration, by kind.", ["kind"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Requests the operator's own client sent, by verb and kind.",
                        ["verb", "kind"])
@@ -42,7 +44,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def instrument(kind: str) -> Callable[[F], F]:
-    """Count and time a handler; exceptions are counted by class and re-raised for kopf."""
+    """Count and time a reconcile; failures are counted by class and re-raised for the work queue
+    (a Requeue is waiting, not failing)."""
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,6 +53,8 @@ def instrument(kind: str) -> Callable[[F], F]:
             started = time.perf_counter()
             try:
                 return await fn(*args, **kwargs)
+            except Requeue:
+                raise
             except Exception as error:
                 RECONCILE_ERRORS.labels(kind, type(error).__name__).inc()
                 raise

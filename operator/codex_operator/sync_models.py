@@ -1,4 +1,8 @@
-"""Glue between the model handlers and the API: resolve the adapter, apply the children, write status."""
+"""Reconciling a CodexModel: resolve the adapter, apply the children, write status.
+
+Level-triggered like runs (see workqueue.py): a model is queued by its own changes, its
+children's, and those of the runs it may serve from.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ from .builders.serving import build_hpa, build_service, endpoint
 from .builders.vllm import VllmConfig, VllmSpecError, build_vllm_pod
 from .config import OperatorConfig
 from .k8s import NotOwnedError
-from .promotion import Resolution, resolve
-from .state import OperatorState
+from .promotion import Resolution, references_run, resolve
+from .state import Key, OperatorState
 from .status import MODEL_OWNED_FIELDS, compute_model_status
+from .views import Views
+from .workqueue import Requeue
 
 KIND = "CodexModel"
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler")
@@ -70,7 +76,7 @@ async def apply_child(state: OperatorState, desired: Optional[dict[str, Any]], l
         try:
             live, created = await state.kube.ensure(desired, owner_uid)
         except NotOwnedError as error:
-            raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
+            raise Requeue(f"{error}; waiting for it to be removed", delay=30)
         if created:
             return live
     annotations = (live.get("metadata") or {}).get("annotations") or {}
@@ -103,41 +109,66 @@ async def write_model_status(state: OperatorState, body: dict[str, Any], stored:
         return
     before, after = stored.get("phase"), computed.get("phase")
     if before != after:
-        kopf.event(body, type="Warning" if after == "Degraded" else "Normal", reason=str(after),
-                   message=str(computed.get("message") or "")[:1000])
+        state.post_event(body, "Warning" if after == "Degraded" else "Normal", str(after),
+                         str(computed.get("message") or ""))
     if (stored.get("servedAdapter") or {}) != (computed.get("servedAdapter") or {}) and computed.get("servedAdapter"):
         served = computed["servedAdapter"]
-        kopf.event(body, type="Normal", reason="AdapterPromoted",
-                   message=f"serving {served.get('trainingRun') or served.get('repo') or served.get('claimName')} "
-                           f"revision {served.get('revision', 'unknown')}")
+        state.post_event(body, "Normal", "AdapterPromoted",
+                         f"serving {served.get('trainingRun') or served.get('repo') or served.get('claimName')} "
+                         f"revision {served.get('revision', 'unknown')}")
 
 
-async def reconcile_model(state: OperatorState, body: dict[str, Any], live: dict[str, Optional[dict]],
-                          runs: Iterable[dict[str, Any]]) -> None:
-    """Resolve the adapter, apply the children, write status: no API call when nothing changed."""
-    meta = body["metadata"]
-    key = model_key(meta["namespace"], meta["name"])
-    async with state.locks[key]:
-        stored = state.stored_status(key, body)
-        view = {**body, "status": stored}
-        now = datetime.now(timezone.utc)
-        try:
-            model = parse_model(body)
-        except SpecError as error:
-            await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=error))
-            raise kopf.PermanentError(str(error))
-        resolution = resolve(model, runs, stored.get("servedAdapter"))
-        if resolution.served_adapter is None or resolution.base_model is None:
-            computed = compute_model_status(view, None, None, now, endpoint=None, waiting=resolution.waiting)
-            await write_model_status(state, body, stored, computed)
-            return
-        try:
-            children = build_model_children(model, resolution, state.cfg)
-        except VllmSpecError as error:
-            invalid = SpecError([str(error)])
-            await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=invalid))
-            raise kopf.PermanentError(str(error))
-        kopf.append_owner_reference([c for c in children.values() if c], owner=body)
-        deployment = await apply_model_children(state, body, children, live)
-        computed = compute_model_status(view, deployment, resolution.served_adapter, now, endpoint=endpoint(model))
+async def reconcile_model(state: OperatorState, key: Key) -> None:
+    """Resolve the adapter, apply the children, write status: no API call when nothing changed.
+    An invalid spec is reported in status and not retried (its next change queues it again)."""
+    _, namespace, name = key
+    body = state.views.model(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    stored = state.stored_status(key, body)
+    view = {**body, "status": stored}
+    now = datetime.now(timezone.utc)
+    try:
+        model = parse_model(body)
+    except SpecError as error:
+        await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=error))
+        return
+    resolution = resolve(model, state.views.runs(namespace), stored.get("servedAdapter"))
+    if resolution.served_adapter is None or resolution.base_model is None:
+        computed = compute_model_status(view, None, None, now, endpoint=None, waiting=resolution.waiting)
         await write_model_status(state, body, stored, computed)
+        return
+    try:
+        children = build_model_children(model, resolution, state.cfg)
+    except VllmSpecError as error:
+        invalid = SpecError([str(error)])
+        await write_model_status(state, body, stored, compute_model_status(view, None, None, now, invalid=invalid))
+        return
+    kopf.append_owner_reference([c for c in children.values() if c], owner=body)
+    deployment = await apply_model_children(state, body, children, live_children(state.views, body))
+    computed = compute_model_status(view, deployment, resolution.served_adapter, now, endpoint=endpoint(model))
+    await write_model_status(state, body, stored, computed)
+
+
+def live_children(views: Views, model: dict[str, Any]) -> dict[str, Optional[dict[str, Any]]]:
+    """The model's live Deployment, Service and HPA, from the indexes."""
+    meta = model["metadata"]
+    key = (meta["namespace"], meta["name"])
+    return {
+        "Deployment": select_owned(views.deployment_index.get(key), meta["uid"]),
+        "Service": select_owned(views.service_index.get(key), meta["uid"]),
+        "HorizontalPodAutoscaler": select_owned(views.hpa_index.get(key), meta["uid"]),
+    }
+
+
+def models_serving_from(views: Views, run: dict[str, Any]) -> list[Key]:
+    """Keys of the models in the run's namespace whose fromTrainingRun may pick it."""
+    keys = []
+    for model in views.models(run["metadata"]["namespace"]):
+        try:
+            referenced = references_run(parse_model(model), run)
+        except ValueError:
+            continue  # an invalid model reports itself when reconciled
+        if referenced:
+            keys.append(model_key(model["metadata"]["namespace"], model["metadata"]["name"]))
+    return keys

@@ -1,4 +1,9 @@
-"""Glue between the run handlers and the API: build the children, apply them, write status once."""
+"""Reconciling a CodexTrainingRun: build the children, apply them, write status once.
+
+:func:`reconcile_run` is level-triggered: whatever event queued the run (its own change, its
+Job's or a pod's), it compares the newest run, Job and pods in the indexes with what they
+should be, and writes only the difference.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, NotOwnedError
-from .state import OperatorState
+from .state import Key, OperatorState
 from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts
 from .status import reasons
+from .views import slim_job
+from .workqueue import Requeue
 
 KIND = "CodexTrainingRun"
 TERMINAL = ("Succeeded", "Failed")
@@ -67,7 +74,7 @@ async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priori
         for wave in chain:
             live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority) for child in wave))
     except NotOwnedError as error:
-        raise kopf.TemporaryError(f"{error}; waiting for it to be removed", delay=30)
+        raise Requeue(f"{error}; waiting for it to be removed", delay=30)
     return [obj for obj, _ in live]
 
 
@@ -86,8 +93,9 @@ async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: 
             chains = build_run_children(run, state.cfg)
             kopf.append_owner_reference(all_children(chains), owner=owner)
             (job,) = await apply_chain(state, chains["job"], uid, URGENT)
+            state.known_jobs[uid] = slim_job(job)
         await apply_chain(state, chains["rbac"], uid, NORMAL)
-    return job
+    return state.known_jobs[uid]
 
 
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:
@@ -139,15 +147,15 @@ def facts_for(state: OperatorState, body: dict[str, Any]) -> SpecFacts:
     return facts
 
 
-def announce(body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+def announce(state: OperatorState, body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
     """One Event per transition of phase or reason, and for each new SpecApplied refusal."""
     ready_before = find_condition(before.get("conditions"), "Ready") or {}
     ready_after = find_condition(after.get("conditions"), "Ready") or {}
     if (before.get("phase"), ready_before.get("reason")) != (after.get("phase"), ready_after.get("reason")):
         reason = ready_after.get("reason", "")
         warning = after.get("phase") == "Failed" or reason in WARNING_REASONS
-        kopf.event(body, type="Warning" if warning else "Normal", reason=reason,
-                   message=f"{after.get('phase')}: {after.get('message', '')}"[:1000])
+        state.post_event(body, "Warning" if warning else "Normal", reason,
+                         f"{after.get('phase')}: {after.get('message', '')}")
         if after.get("phase") == "Failed" and reason == reasons.GATES_NOT_MET:
             metrics.GATE_FAILURES.inc()
         if after.get("phase") in ("Succeeded", "Failed") and after.get("durationSeconds") is not None:
@@ -156,7 +164,7 @@ def announce(body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
     spec_after = find_condition(after.get("conditions"), "SpecApplied") or {}
     if spec_after.get("status") == "False" and spec_after.get("reason") != spec_before.get("reason") \
             and spec_after.get("reason") != reasons.INVALID_SPEC:
-        kopf.event(body, type="Warning", reason=spec_after["reason"], message=spec_after.get("message", "")[:1000])
+        state.post_event(body, "Warning", spec_after["reason"], spec_after.get("message", ""))
 
 
 async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optional[dict[str, Any]],
@@ -164,10 +172,48 @@ async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optio
     """Compute the run's status and write the fields that changed, if any (zero writes when stable)."""
     meta = body["metadata"]
     key = run_key(meta["namespace"], meta["name"])
-    async with state.locks[key]:
-        stored = state.stored_status(key, body)
-        computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
-                                      facts=facts_for(state, body))
-        state.phases.set(key, computed.get("phase"))
-        if await state.write_status(key, KIND, meta, stored, computed, RUN_OWNED_FIELDS):
-            announce(body, stored, computed)
+    stored = state.stored_status(key, body)
+    computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
+                                  facts=facts_for(state, body))
+    state.phases.set(key, computed.get("phase"))
+    if await state.write_status(key, KIND, meta, stored, computed, RUN_OWNED_FIELDS):
+        announce(state, body, stored, computed)
+
+
+def current_job(state: OperatorState, run: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The run's Job: the indexed one, else the one the operator created or saw finish and go."""
+    uid = run["metadata"]["uid"]
+    job = select_job(state.views.job_index.get((run["metadata"]["namespace"], run["metadata"]["name"])), uid)
+    if job is not None:
+        state.known_jobs.pop(uid, None)
+        return job
+    return state.known_jobs.get(uid)
+
+
+def job_gone(state: OperatorState, run_uid: str, job: dict[str, Any]) -> None:
+    """A Job was deleted: one that finished still tells the run how it ended (until its status says
+    so); one deleted before it finished is created again by the next reconcile (the retry resumes
+    from the checkpoint volume)."""
+    if job_finished(job):
+        state.known_jobs[run_uid] = slim_job(job)
+    else:
+        state.known_jobs.pop(run_uid, None)
+
+
+async def reconcile_run(state: OperatorState, key: Key) -> None:
+    """Bring one run's children and status in line with its spec (no API call when they are)."""
+    _, namespace, name = key
+    run = state.views.run(namespace, name)
+    if run is None or run["metadata"].get("deletionTimestamp"):
+        return  # the owner references let the garbage collector remove the children
+    job = current_job(state, run)
+    if facts_for(state, run).invalid is None:
+        stored = state.stored_status(key, run)
+        if job is None and stored.get("phase") not in TERMINAL:
+            job = await ensure_run_children(state, run, parse_run(run))
+        elif job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
+            # The spec changed since status last described it: apply what a live Job can take.
+            parsed = parse_run(run)
+            await apply_spec_configmap(state, parsed, run)
+            await patch_job_fields(state, parsed, job)
+    await sync_run_status(state, run, job, select_pods(state.views.pod_index.get((namespace, name)), job))

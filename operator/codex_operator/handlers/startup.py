@@ -1,8 +1,15 @@
-"""The one @kopf.on.startup: settings, persistence, posting, the API client and /metrics."""
+"""The one @kopf.on.startup: settings, posting, the API client, the work queues and /metrics.
+
+The operator registers no kopf change handlers (on.create/update/resume): watch events queue
+keys and the work queues reconcile them (workqueue.py). So kopf keeps no state of its own on
+the objects: no finalizers, no diff-base or progress annotations, and no patches of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -13,26 +20,16 @@ from ..config import OperatorConfig
 from ..k8s import Kube, load_client_config
 from ..memory import trim_periodically
 from ..state import OperatorState
+from ..sync_models import KIND as MODEL_KIND, reconcile_model
+from ..sync_runs import KIND as RUN_KIND, reconcile_run
+from ..views import Views
+from ..workqueue import WorkQueue
 from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 
-# kopf's own state lives in annotations under our prefix: the CRDs' status schemas are
-# structural, so anything kopf wrote into status.kopf would be pruned (and rewritten forever).
-PREFIX = "codex.dev"
-
-
-class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diff-base, built from the fields it keeps instead of a deep copy of the whole
-    body (managedFields and status included), which dominated the operator's CPU at 1000 runs.
-    The essence is identical, so annotations written by plain kopf stay valid."""
-
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        metadata = body.get("metadata", {})
-        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
-        lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations", "ownerReferences")
-                            if key in metadata}
-        if extra_fields:
-            lean["status"] = body.get("status", {})
-        return super().build(body=kopf.Body(lean), extra_fields=extra_fields)
+# Workers per queue. A run's reconcile mostly waits on the API (at most RUN_SLOTS build and
+# create their Job's path at once, state.py); models are few.
+RUN_WORKERS = 64
+MODEL_WORKERS = 4
 
 
 class QuietEventHandlers(logging.Filter):
@@ -44,15 +41,7 @@ class QuietEventHandlers(logging.Filter):
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
-    # After kopf patches its diff-base onto a run it waits for that version to come back through the
-    # watch before detecting changes again. Under load (1000 new runs) the watch lags more than the
-    # default 5 s, and kopf would take the stale body for an unhandled creation and call create_run
-    # a second time (harmless, since children are found by name, but it doubles the requests).
-    settings.persistence.consistency_timeout = 60
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
     # kopf's "Handler ... succeeded" events would double every write; transitions post their own.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = names.OPERATOR_NAME
@@ -70,7 +59,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     for handler in logging.getLogger().handlers:
         handler.addFilter(QuietEventHandlers())
     cfg = OperatorConfig.from_env()
-    memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config()))
+    # kopf hands every index to every handler, by the name of its function (handlers/indexes.py).
+    views = Views(**{field.name: kwargs[field.name] for field in dataclasses.fields(Views)})
+    state = memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config()), views=views)
+    state.queues = {
+        "run": WorkQueue("run", metrics.instrument(RUN_KIND)(functools.partial(reconcile_run, state)), RUN_WORKERS),
+        "model": WorkQueue("model", metrics.instrument(MODEL_KIND)(functools.partial(reconcile_model, state)),
+                           MODEL_WORKERS),
+    }
+    for queue in state.queues.values():
+        queue.start()
     try:
         metrics.serve(cfg.metrics_port, cfg.bind_host)
     except OSError as error:  # reconciling matters more than /metrics: carry on without it
@@ -87,4 +85,6 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
         trimmer.cancel()
     state = getattr(memo, "state", None)
     if state is not None:
+        for queue in state.queues.values():
+            await queue.stop()
         state.kube.close()
