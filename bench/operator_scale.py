@@ -153,9 +153,10 @@ class Bench:
         fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """The operator's resident memory now, or its high-water mark so far (``VmHWM``)."""
         for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -218,10 +219,12 @@ class Bench:
             "p50_apply_to_job_s": round(statistics.median(latencies), 3),
             "p99_apply_to_job_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
             "operator_cpu_s_until_all_jobs": round(cpu_to_jobs, 1),
-            # Cumulative over the batches so far: the mean time create_run spends on API calls.
+            # Cumulative over the batches so far: the mean time a new run's children take to create.
             "mean_children_api_s": round(children_s / children_n, 3),
             "rss_at_all_jobs_mb": round(rss_at_jobs, 1),
             "rss_settled_mb": round(self.rss_mb(), 1),
+            # The most the operator has held at any moment since it started (this batch and before).
+            "rss_peak_mb": round(self.rss_mb("VmHWM"), 1),
             "requests_per_run": round(requests / count, 1),
             "own_writes_per_run": round(writes / count, 1),
         }

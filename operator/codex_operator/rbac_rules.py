@@ -18,9 +18,9 @@ Rule = dict[str, Any]
 def operator_rules(peering: bool = False) -> list[Rule]:
     """PolicyRules the operator needs in every namespace it watches."""
     rules: list[Rule] = [
-        # kopf watches both kinds and keeps its handler progress in annotations (patch).
+        # Both kinds are watched; the operator never writes a user's spec, metadata or annotations.
         {"apiGroups": [API_GROUP], "resources": ["codextrainingruns", "codexmodels"],
-         "verbs": ["list", "watch", "patch"]},
+         "verbs": ["list", "watch"]},
         # Status is computed and written by the operator. Holding patch on codextrainingruns/status
         # is also what lets it grant the same (for one run) to each run's trainer Role.
         {"apiGroups": [API_GROUP], "resources": ["codextrainingruns/status", "codexmodels/status"],

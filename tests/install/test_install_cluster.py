@@ -82,6 +82,10 @@ def test_helm_install_upgrade_uninstall_in_a_restricted_namespace(cluster):
                  f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
                  kubeconfig=cluster.kubeconfig, check=False)
     assert cannot.stdout.strip() == "no"
+    spec_write = run("kubectl", "auth", "can-i", "patch", "codextrainingruns", "-n", watched,
+                     f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
+                     kubeconfig=cluster.kubeconfig, check=False)
+    assert spec_write.stdout.strip() == "no"  # status only: a user's spec is never written
 
     helm("upgrade", *release, "--set", "logFormat=plain", "--wait", "--timeout", "180s")
     second = _ready_pod(cluster, namespace)

@@ -8,8 +8,9 @@ from codex_operator.builders.rbac import build_trainer_rbac, trainer_role_rules
 from codex_operator.rbac_rules import build_operator_rbac, operator_rules
 
 EXPECTED = {
-    ("codex.dev", "codextrainingruns"): {"list", "watch", "patch"},
-    ("codex.dev", "codexmodels"): {"list", "watch", "patch"},
+    # The operator never writes what a user owns (Argo CD sees no drift): status only.
+    ("codex.dev", "codextrainingruns"): {"list", "watch"},
+    ("codex.dev", "codexmodels"): {"list", "watch"},
     ("codex.dev", "codextrainingruns/status"): {"patch"},
     ("codex.dev", "codexmodels/status"): {"patch"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "patch"},

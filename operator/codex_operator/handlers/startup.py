@@ -28,7 +28,7 @@ from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 
 # Workers per queue. A run's reconcile mostly waits on the API (at most RUN_SLOTS build and
 # create their Job's path at once, state.py); models are few.
-RUN_WORKERS = 64
+RUN_WORKERS = 256
 MODEL_WORKERS = 4
 
 
