@@ -85,7 +85,7 @@ async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: 
     URGENT priority: under a burst (a thousand new runs) every run's Job still comes before
     anything else, and the runs not yet admitted wait with nothing built, so the operator's
     memory follows the API's pace rather than the size of the burst. The Role and RoleBinding
-    follow at normal priority, outside the slot.
+    follow at normal priority, outside the slot, holding nothing else while they wait.
     """
     uid = owner["metadata"]["uid"]
     with metrics.CHILDREN_SECONDS.time():
@@ -94,7 +94,9 @@ async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: 
             kopf.append_owner_reference(all_children(chains), owner=owner)
             (job,) = await apply_chain(state, chains["job"], uid, URGENT)
             state.known_jobs[uid] = slim_job(job)
-        await apply_chain(state, chains["rbac"], uid, NORMAL)
+            grants = chains["rbac"]
+            del run, chains, job  # the parsed run, the built Job and the live one stay out of the wait
+        await apply_chain(state, grants, uid, NORMAL)
     return state.known_jobs[uid]
 
 
@@ -200,6 +202,16 @@ def job_gone(state: OperatorState, run_uid: str, job: dict[str, Any]) -> None:
         state.known_jobs.pop(run_uid, None)
 
 
+def needs_children(job: Optional[dict[str, Any]], stored: dict[str, Any]) -> bool:
+    """Whether to create (or find) the run's children: none yet; a Job deleted before it finished;
+    a creation cut short (status names the Job only once the Role and RoleBinding exist too); or
+    a spec fixed after it was reported invalid. Never for a run that ran to its end."""
+    reason = (find_condition(stored.get("conditions"), "Ready") or {}).get("reason")
+    if stored.get("phase") in TERMINAL and reason != reasons.INVALID_SPEC:
+        return False
+    return job is None or not stored.get("jobName")
+
+
 async def reconcile_run(state: OperatorState, key: Key) -> None:
     """Bring one run's children and status in line with its spec (no API call when they are)."""
     _, namespace, name = key
@@ -209,7 +221,7 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
     job = current_job(state, run)
     if facts_for(state, run).invalid is None:
         stored = state.stored_status(key, run)
-        if job is None and stored.get("phase") not in TERMINAL:
+        if needs_children(job, stored):
             job = await ensure_run_children(state, run, parse_run(run))
         elif job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
             # The spec changed since status last described it: apply what a live Job can take.

@@ -1,5 +1,6 @@
 """What a run owns, and in which order it is created: the Job's path holds only what its pods
-need; the Role and RoleBinding come after it, the binding after its Role."""
+need; the Role and RoleBinding come after it, the binding after its Role; and when a
+reconcile creates them (again)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import copy
 from codex_api import CodexTrainingRun, parse
 
 from codex_operator.config import OperatorConfig
-from codex_operator.sync_runs import all_children, build_run_children
+from codex_operator.sync_runs import all_children, build_run_children, needs_children
 from op_examples import example
 
 
@@ -36,3 +37,19 @@ def test_a_user_named_account_gets_no_per_run_identity():
     assert _kinds(chains["rbac"]) == []
     assert "ServiceAccount" not in _kinds(chains["job"])[0]
     assert chains["job"][-1][0]["spec"]["template"]["spec"]["serviceAccountName"] == "team-trainer"
+
+
+def _status(phase=None, reason=None, job_name=None):
+    conditions = [{"type": "Ready", "status": "False", "reason": reason}] if reason else []
+    return {"phase": phase, "conditions": conditions, "jobName": job_name}
+
+
+def test_children_are_created_until_status_names_the_job_and_never_after_the_end():
+    job = {"metadata": {"name": "r-train"}}
+    assert needs_children(None, _status())  # a new run
+    assert needs_children(job, _status("Pending", "Creating"))  # created, but the RBAC chain was cut short
+    assert not needs_children(job, _status("Running", "Running", "r-train"))
+    assert needs_children(None, _status("Running", "Running", "r-train"))  # its Job was deleted mid-run
+    assert not needs_children(None, _status("Succeeded", "Succeeded", "r-train"))  # Job gone by its TTL
+    assert not needs_children(None, _status("Failed", "GatesNotMet", "r-train"))
+    assert needs_children(None, _status("Failed", "InvalidSpec"))  # the spec was fixed since

@@ -26,9 +26,12 @@ from ..views import Views
 from ..workqueue import WorkQueue
 from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 
-# Workers per queue. A run's reconcile mostly waits on the API (at most RUN_SLOTS build and
-# create their Job's path at once, state.py); models are few.
-RUN_WORKERS = 256
+# Workers per queue. Enough run workers that a burst of new runs all reach the run slots
+# (state.RUN_SLOTS build and create their Job's path at once), so the API client sends every
+# Job's path before any Role or status write; a reconcile waiting there holds only its key and
+# the indexed run. Fewer workers made the last Jobs of a 1000-run burst wait for other runs'
+# status writes (bench/RESULTS.md). Models are few.
+RUN_WORKERS = 1024
 MODEL_WORKERS = 4
 
 
