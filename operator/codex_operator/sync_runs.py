@@ -169,12 +169,10 @@ def announce(state: OperatorState, body: dict[str, Any], before: dict[str, Any],
         state.post_event(body, "Warning", spec_after["reason"], spec_after.get("message", ""))
 
 
-async def sync_run_status(state: OperatorState, body: dict[str, Any], job: Optional[dict[str, Any]],
-                          pods: list[dict[str, Any]]) -> None:
+async def sync_run_status(state: OperatorState, key: Key, body: dict[str, Any], stored: dict[str, Any],
+                          job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
     """Compute the run's status and write the fields that changed, if any (zero writes when stable)."""
     meta = body["metadata"]
-    key = run_key(meta["namespace"], meta["name"])
-    stored = state.stored_status(key, body)
     computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
                                   facts=facts_for(state, body))
     state.phases.set(key, computed.get("phase"))
@@ -219,8 +217,8 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
     if run is None or run["metadata"].get("deletionTimestamp"):
         return  # the owner references let the garbage collector remove the children
     job = current_job(state, run)
+    stored = state.stored_status(key, run)
     if facts_for(state, run).invalid is None:
-        stored = state.stored_status(key, run)
         if needs_children(job, stored):
             job = await ensure_run_children(state, run, parse_run(run))
         elif job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
@@ -228,4 +226,4 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
             parsed = parse_run(run)
             await apply_spec_configmap(state, parsed, run)
             await patch_job_fields(state, parsed, job)
-    await sync_run_status(state, run, job, select_pods(state.views.pod_index.get((namespace, name)), job))
+    await sync_run_status(state, key, run, stored, job, select_pods(state.views.pod_index.get((namespace, name)), job))

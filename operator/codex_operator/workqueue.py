@@ -45,8 +45,6 @@ class WorkQueue:
         self.failures: dict[Hashable, int] = {}
         self.timers: dict[Hashable, asyncio.TimerHandle] = {}
         self.tasks: list[asyncio.Task] = []
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def __len__(self) -> int:
         return len(self.queued) + len(self.active)
@@ -57,7 +55,6 @@ class WorkQueue:
             self.dirty.add(key)
         elif key not in self.queued:
             self.queued.add(key)
-            self.idle.clear()
             self.pending.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
@@ -107,8 +104,6 @@ class WorkQueue:
                 self.add(key)
             elif delay is not None:
                 self.add_after(key, delay)
-            if not self.queued and not self.active:
-                self.idle.set()
 
     async def _reconcile(self, key: Hashable) -> Optional[float]:
         """The delay before the key's retry, or None when it reconciled."""

@@ -38,8 +38,23 @@ class Recorder:
 
 
 async def drain(queue: WorkQueue, settle: float = 0.05) -> None:
+    """Until nothing is queued or being reconciled (a planned retry may still be due later)."""
     await asyncio.sleep(settle)
-    await queue.idle.wait()
+    while len(queue):
+        await asyncio.sleep(0.01)
+
+
+def retries_of(seen: Recorder, seconds: float, **options) -> tuple[list[float], WorkQueue]:
+    """Add one key, let the queue run for ``seconds``; the reconcile times and the queue."""
+    async def scenario():
+        queue = WorkQueue("run", seen, workers=1, **options)
+        queue.start()
+        queue.add("k")
+        await asyncio.sleep(seconds)
+        await queue.stop()
+        return queue
+    queue = run(scenario())
+    return [t for _, t in seen.calls], queue
 
 
 def test_a_burst_of_events_for_one_key_reconciles_it_once():
@@ -73,32 +88,14 @@ def test_a_key_added_while_reconciling_runs_again_after_never_alongside():
 
 
 def test_failures_retry_with_doubling_backoff_and_success_resets_it():
-    async def scenario():
-        seen = Recorder(fail=2)
-        queue = WorkQueue("run", seen, workers=1, base_delay=0.05, max_delay=1.0)
-        queue.start()
-        queue.add("k")
-        await asyncio.sleep(0.4)
-        await queue.stop()
-        return seen, queue
-    seen, queue = run(scenario())
-    times = [t for _, t in seen.calls]
+    times, queue = retries_of(Recorder(fail=2), 0.4, base_delay=0.05, max_delay=1.0)
     assert len(times) == 3
     assert 0.04 <= times[1] - times[0] < 0.1 and 0.09 <= times[2] - times[1] < 0.2
     assert queue.failures == {}
 
 
 def test_a_requeue_waits_its_own_delay_and_is_not_a_failure():
-    async def scenario():
-        seen = Recorder(requeue=0.1)
-        queue = WorkQueue("run", seen, workers=1, base_delay=5.0)
-        queue.start()
-        queue.add("k")
-        await asyncio.sleep(0.3)
-        await queue.stop()
-        return seen, queue
-    seen, queue = run(scenario())
-    times = [t for _, t in seen.calls]
+    times, queue = retries_of(Recorder(requeue=0.1), 0.3, base_delay=5.0)
     assert len(times) == 2 and 0.09 <= times[1] - times[0] < 0.2
     assert queue.failures == {}
 

@@ -12,9 +12,7 @@ import kopf
 
 from .. import names
 from ..views import OWNER_METADATA, slim, slim_job
-from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, PODS, RUNS, SERVICES
-
-ManagedOnly = {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}
+from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS, SERVICES
 
 
 _last_run: list[Any] = [None, None]

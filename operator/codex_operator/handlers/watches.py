@@ -15,9 +15,7 @@ from .. import metrics, names
 from ..state import OperatorState
 from ..sync_models import KIND as MODEL_KIND, model_key, models_serving_from
 from ..sync_runs import KIND as RUN_KIND, job_finished, job_gone, run_key
-from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, PODS, RUNS, SERVICES
-
-ManagedOnly = {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}
+from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS, SERVICES
 
 
 @kopf.on.event(*RUNS)
