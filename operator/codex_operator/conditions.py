@@ -43,7 +43,3 @@ def set_condition(conditions: list[Condition], type_: str, status: str, reason: 
         updated["observedGeneration"] = generation
     kept = [c for c in conditions if c.get("type") != type_]
     return sorted(kept + [updated], key=lambda c: c["type"])
-
-
-def remove_condition(conditions: list[Condition], type_: str) -> list[Condition]:
-    return [c for c in conditions if c.get("type") != type_]

@@ -1,20 +1,22 @@
-"""The operator's configuration: read from the environment once, at startup, then frozen.
+"""The operator's configuration: the command line (each flag with an environment variable as its
+default) is read once, in ``codex-operator``'s main, into one frozen :class:`OperatorConfig`
+that reaches the handlers through kopf's ``memo``.
 
-Builders take an :class:`OperatorConfig` argument instead of reading the environment, so
-they stay pure and their output depends only on their inputs.
+Builders take the config as an argument instead of reading the environment, so they stay pure
+and their output depends only on their inputs. Every concurrency bound sits in :class:`Limits`.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping, Optional
 
-# Environment variables (also settable through the codex-operator command line).
+from codex_api import images
+
+# Environment variables the operator's Deployment sets (each is a flag's default, see main.py).
 ENV_TRAINER_IMAGE = "CODEX_TRAINER_IMAGE"
-ENV_SERVE_IMAGE = "CODEX_SERVE_IMAGE"
-ENV_VLLM_IMAGE = "CODEX_VLLM_IMAGE"
+ENV_RUNTIME_IMAGES = "CODEX_RUNTIME_IMAGES"
 ENV_TRAINER_CPU = "CODEX_DEFAULT_TRAINER_CPU"
 ENV_TRAINER_MEMORY = "CODEX_DEFAULT_TRAINER_MEMORY"
 ENV_SERVER_CPU = "CODEX_DEFAULT_SERVER_CPU"
@@ -23,8 +25,6 @@ ENV_IMAGE_PULL_POLICY = "CODEX_IMAGE_PULL_POLICY"
 ENV_METRICS_PORT = "CODEX_METRICS_PORT"
 ENV_POD_IP = "POD_IP"
 
-DEFAULT_TRAINER_IMAGE = "codex-trainer:dev"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_METRICS_PORT = 9090
 
 
@@ -37,32 +37,54 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How much the operator does at once, all in one place (measured in bench/operator_scale.py).
+
+    ``api_threads`` bounds the requests in flight: it is the one limit on the API server's side.
+    ``run_slots`` runs build and create their Job's path at once, enough to keep those threads
+    busy; the rest wait with nothing built, so memory follows the API's pace, not a burst's size.
+    ``run_workers`` reconcile runs at once: enough that every new run of a burst reaches a slot
+    before any Role or status write is sent (a waiting reconcile holds only its key).
+    """
+
+    api_threads: int = 16
+    run_slots: int = 32
+    run_workers: int = 1024
+    model_workers: int = 4
+
+
+def parse_runtime_images(text: Optional[str]) -> dict[str, str]:
+    """``"vllm=repo/vllm:1,builtin=repo/serve:2"`` (flag values or the environment) -> by runtime name."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        name, sep, image = item.strip().partition("=")
+        if not item.strip():
+            continue
+        if not sep or not name.strip() or not image.strip():
+            raise ValueError(f"runtime image {item.strip()!r}: expected NAME=IMAGE")
+        out[name.strip()] = image.strip()
+    return out
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
-    trainer_image: str = DEFAULT_TRAINER_IMAGE
-    # codex-serve ships in the trainer image, so the builtin runtime uses it unless told otherwise.
-    serve_image: str = DEFAULT_TRAINER_IMAGE
-    vllm_image: str = DEFAULT_VLLM_IMAGE
+    trainer_image: str = images.DEV_TRAINER_IMAGE
+    # Image overrides by CodexModel runtime name; a runtime not named uses runtime_image's default.
+    runtime_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     trainer_resources: Resources = field(default_factory=Resources)
     server_resources: Resources = field(default_factory=Resources)
     image_pull_policy: Optional[str] = None
     metrics_port: int = DEFAULT_METRICS_PORT
-    # Where the operator's own HTTP servers bind: the pod IP in-cluster, loopback otherwise.
+    # Where the operator's own HTTP servers bind: the pod IP in-cluster, all interfaces otherwise.
     bind_host: str = "0.0.0.0"
     # Who reports the operator's Events: the pod name in-cluster (HOSTNAME), else the host name.
     instance: str = "codex-operator"
+    limits: Limits = field(default_factory=Limits)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorConfig":
-        env = os.environ if environ is None else environ
-        trainer_image = env.get(ENV_TRAINER_IMAGE) or DEFAULT_TRAINER_IMAGE
-        return cls(
-            trainer_image=trainer_image,
-            serve_image=env.get(ENV_SERVE_IMAGE) or trainer_image,
-            vllm_image=env.get(ENV_VLLM_IMAGE) or DEFAULT_VLLM_IMAGE,
-            trainer_resources=Resources(env.get(ENV_TRAINER_CPU) or None, env.get(ENV_TRAINER_MEMORY) or None),
-            server_resources=Resources(env.get(ENV_SERVER_CPU) or None, env.get(ENV_SERVER_MEMORY) or None),
-            image_pull_policy=env.get(ENV_IMAGE_PULL_POLICY) or None,
-            metrics_port=int(env.get(ENV_METRICS_PORT) or DEFAULT_METRICS_PORT),
-            bind_host=env.get(ENV_POD_IP) or "0.0.0.0",
-            instance=env.get("HOSTNAME") or socket.gethostname(),
-        )
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runtime_images", MappingProxyType(dict(self.runtime_images)))
+
+    def runtime_image(self, name: str, default: Optional[str] = None) -> str:
+        """The image of runtime ``name``: the configured override, else the runtime's own default,
+        else the trainer image (which ships codex-serve)."""
+        return self.runtime_images.get(name) or default or self.trainer_image

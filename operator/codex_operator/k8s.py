@@ -40,6 +40,9 @@ PLURALS: dict[tuple[str, str], str] = {
     ("codex.dev/v1alpha1", "CodexModel"): "codexmodels",
 }
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+# The field manager of everything the operator applies (metadata.managedFields names it).
+FIELD_MANAGER = "codex-operator"
 TIMEOUT = (5, 30)
 # Request priorities: what stands between a new run and its Job goes first under a burst.
 URGENT = 0
@@ -127,12 +130,14 @@ class Kube:
         self.executor.shutdown()
         self.client.close()
 
-    def _call(self, method: str, path: str, body: Any, content_type: Optional[str]) -> Any:
+    def _call(self, method: str, path: str, body: Any, content_type: Optional[str],
+              query: Optional[list[tuple[str, str]]] = None) -> Any:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         _, url, headers, _, _ = self.client.param_serialize(
-            method=method, resource_path=path, header_params=headers, auth_settings=["BearerToken"])
+            method=method, resource_path=path, query_params=query, header_params=headers,
+            auth_settings=["BearerToken"])
         response = self.client.call_api(method, url, header_params=headers, body=body, _request_timeout=TIMEOUT)
         data = response.read()
         if not 200 <= response.status < 300:
@@ -144,10 +149,19 @@ class Kube:
         return json.loads(data) if data else None
 
     async def request(self, method: str, path: str, body: Any = None, content_type: Optional[str] = None,
-                      kind: str = "", priority: int = NORMAL) -> Any:
+                      kind: str = "", priority: int = NORMAL, query: Optional[list[tuple[str, str]]] = None) -> Any:
         metrics.API_REQUESTS.labels(verb=method.lower(), kind=kind).inc()
-        future = self.executor.submit(priority, self._call, method, path, body, content_type)
+        future = self.executor.submit(priority, self._call, method, path, body, content_type, query)
         return await asyncio.wrap_future(future)
+
+    async def apply(self, obj: dict[str, Any], priority: int = NORMAL) -> dict[str, Any]:
+        """Server-side apply ``obj`` as :data:`FIELD_MANAGER`: the apiserver merges it into the live object,
+        tracks which fields the operator owns (managedFields), and with ``force`` takes back a field that
+        was changed by hand. Fields ``obj`` leaves out stay with whoever owns them (an HPA's replicas)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self.request("PATCH", path, obj, APPLY_PATCH, kind=obj["kind"], priority=priority,
+                                  query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
 
     async def create(self, obj: dict[str, Any], priority: int = NORMAL) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -183,11 +197,14 @@ class Kube:
             if error.status != 404:
                 raise
 
-    async def ensure(self, obj: dict[str, Any], owner_uid: str, priority: int = NORMAL) -> tuple[dict[str, Any], bool]:
+    async def ensure(self, obj: dict[str, Any], owner_uid: str, priority: int = NORMAL,
+                     apply: bool = False) -> tuple[dict[str, Any], bool]:
         """Create ``obj`` or find it; (live object, created). Idempotent thanks to deterministic names.
 
         409 AlreadyExists counts as success once the existing object is verified to belong to
-        ``owner_uid``; otherwise :class:`NotOwnedError`.
+        ``owner_uid``; otherwise :class:`NotOwnedError`. With ``apply``, an existing object of the
+        owner's is then brought to ``obj`` by server-side apply (for children whose whole desired
+        state the operator owns); without it, it is returned as found (a Job's template is immutable).
         """
         try:
             return await self.create(obj, priority), True
@@ -201,4 +218,6 @@ class Kube:
         if not owned_by(live, owner_uid):
             raise NotOwnedError(f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and is not owned by "
                                 f"this object")
+        if apply:
+            live = await self.apply(obj, priority)
         return live, False

@@ -1,18 +1,22 @@
-"""``codex-operator``: kopf run, with the operator's handlers, flags and defaults.
+"""``codex-operator``: the operator's handlers under kopf, configured from flags.
 
-Every flag has an environment variable (flags win), so a Deployment can configure the
-operator either way. Values the handlers need are read once at startup into the frozen
-:class:`~codex_operator.config.OperatorConfig`.
+Every flag has an environment variable as its default (flags win), so a Deployment can
+configure the operator either way. The flags are read once into the frozen
+:class:`~codex_operator.config.OperatorConfig`, which reaches the handlers as
+``memo.config``, as in kopf's embedded-operator example: nothing is written back into the
+environment, and no module keeps state of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from . import config
+from .config import OperatorConfig, Resources, parse_runtime_images
 
 ENV_NAMESPACES = "CODEX_NAMESPACES"
 ENV_ALL_NAMESPACES = "CODEX_ALL_NAMESPACES"
@@ -26,9 +30,7 @@ def _truthy(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def parser() -> argparse.ArgumentParser:
-    env = os.environ
-    p = argparse.ArgumentParser(prog="codex-operator", description=__doc__.splitlines()[0])
+def _add_scope_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", dest="namespaces",
                        help=f"watch this namespace (repeatable; env {ENV_NAMESPACES}, comma-separated)")
@@ -40,58 +42,84 @@ def parser() -> argparse.ArgumentParser:
                       help=f"HA: coordinate with other replicas through the KopfPeering NAME (crds/kopf.dev_peerings.yaml; "
                            f"env {ENV_PEERING})")
     p.add_argument("--priority", type=int, default=None, help="peering priority of this replica")
-    p.add_argument("--log-format", choices=("json", "plain", "full"), default=env.get(ENV_LOG_FORMAT) or "json",
-                   help=f"log format (default json; env {ENV_LOG_FORMAT})")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    p.add_argument("--trainer-image", default=env.get(config.ENV_TRAINER_IMAGE) or config.OperatorConfig.trainer_image,
+                   help=f"default trainer image (env {config.ENV_TRAINER_IMAGE})")
+    p.add_argument("--runtime-image", action="append", default=[], metavar="RUNTIME=IMAGE",
+                   help="default image of a CodexModel runtime, e.g. vllm=vllm/vllm-openai:v0.11.0 (repeatable; env "
+                        f"{config.ENV_RUNTIME_IMAGES}, comma-separated)")
+    p.add_argument("--metrics-port", type=int, default=int(env.get(config.ENV_METRICS_PORT) or config.DEFAULT_METRICS_PORT),
+                   help=f"Prometheus /metrics port (env {config.ENV_METRICS_PORT})")
     p.add_argument("--liveness-port", type=int, default=int(env.get(ENV_LIVENESS_PORT) or DEFAULT_LIVENESS_PORT),
                    help=f"port of kopf's /healthz liveness endpoint, 0 to disable (env {ENV_LIVENESS_PORT})")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help=f"Prometheus /metrics port (default {config.DEFAULT_METRICS_PORT}; env {config.ENV_METRICS_PORT})")
-    p.add_argument("--trainer-image", default=None, help=f"default trainer image (env {config.ENV_TRAINER_IMAGE})")
-    p.add_argument("--serve-image", default=None, help=f"default codex-serve image (env {config.ENV_SERVE_IMAGE})")
-    p.add_argument("--vllm-image", default=None, help=f"default vLLM image (env {config.ENV_VLLM_IMAGE})")
+    p.add_argument("--log-format", choices=("json", "plain", "full"), default=env.get(ENV_LOG_FORMAT) or "json",
+                   help=f"log format (default json; env {ENV_LOG_FORMAT})")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-d", "--debug", action="store_true")
+
+
+def parser(environ: Optional[Mapping[str, str]] = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
+    p = argparse.ArgumentParser(prog="codex-operator", description=__doc__.splitlines()[0])
+    _add_scope_flags(p, env)
+    _add_config_flags(p, env)
     return p
 
 
-def kopf_args(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
-    """The `kopf run` command line the flags amount to."""
-    out = ["run", "--module", "codex_operator.handlers", f"--log-format={args.log_format}"]
+def operator_config(args: argparse.Namespace, environ: Mapping[str, str]) -> OperatorConfig:
+    """The frozen config the flags (and, below them, the environment) amount to."""
+    runtime_images = parse_runtime_images(environ.get(config.ENV_RUNTIME_IMAGES))
+    runtime_images.update(parse_runtime_images(",".join(args.runtime_image)))
+    return OperatorConfig(
+        trainer_image=args.trainer_image,
+        runtime_images=runtime_images,
+        trainer_resources=Resources(environ.get(config.ENV_TRAINER_CPU) or None,
+                                    environ.get(config.ENV_TRAINER_MEMORY) or None),
+        server_resources=Resources(environ.get(config.ENV_SERVER_CPU) or None,
+                                   environ.get(config.ENV_SERVER_MEMORY) or None),
+        image_pull_policy=environ.get(config.ENV_IMAGE_PULL_POLICY) or None,
+        metrics_port=args.metrics_port,
+        bind_host=environ.get(config.ENV_POD_IP) or "0.0.0.0",
+        instance=environ.get("HOSTNAME") or socket.gethostname(),
+    )
+
+
+def run_options(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The keyword arguments of ``kopf.run`` the flags amount to: scope, peering and liveness."""
     namespaces = args.namespaces or [n.strip() for n in (environ.get(ENV_NAMESPACES) or "").split(",") if n.strip()]
-    if namespaces and not args.all_namespaces:
-        for namespace in namespaces:
-            out += ["--namespace", namespace]
-    else:
-        out.append("--all-namespaces")
-    if args.peering and not args.standalone:
-        out += ["--peering", args.peering]
-        if args.priority is not None:
-            out += ["--priority", str(args.priority)]
-    else:
-        out.append("--standalone")
+    clusterwide = args.all_namespaces or not namespaces
+    peering = args.peering if args.peering and not args.standalone else None
+    options: dict[str, Any] = {
+        "clusterwide": clusterwide,
+        "namespaces": [] if clusterwide else namespaces,
+        "standalone": peering is None,
+        "peering_name": peering,
+        "priority": args.priority if peering is not None and args.priority is not None else 0,
+        "liveness_endpoint": None,
+    }
     if args.liveness_port:
         host = environ.get(config.ENV_POD_IP) or "0.0.0.0"
-        out.append(f"--liveness=http://{host}:{args.liveness_port}/healthz")
-    if args.quiet:
-        out.append("--quiet")
-    if args.verbose:
-        out.append("--verbose")
-    if args.debug:
-        out.append("--debug")
-    return out
+        options["liveness_endpoint"] = f"http://{host}:{args.liveness_port}/healthz"
+    return options
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parser().parse_args(argv)
-    # Flags override the environment that OperatorConfig.from_env() reads once at startup.
-    for value, name in ((args.metrics_port, config.ENV_METRICS_PORT), (args.trainer_image, config.ENV_TRAINER_IMAGE),
-                        (args.serve_image, config.ENV_SERVE_IMAGE), (args.vllm_image, config.ENV_VLLM_IMAGE)):
-        if value is not None:
-            os.environ[name] = str(value)
-    from kopf.cli import main as kopf_main  # imported late: --help stays fast
+    environ = dict(os.environ)
+    args = parser(environ).parse_args(argv)
+    try:
+        cfg = operator_config(args, environ)
+    except ValueError as error:
+        parser(environ).error(str(error))
+    import kopf  # imported late: --help stays fast
 
-    kopf_main.main(args=kopf_args(args, dict(os.environ)), prog_name="codex-operator", standalone_mode=True)
+    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet,
+                   log_format=kopf.LogFormat[args.log_format.upper()])
+    kopf.run(memo=kopf.Memo(config=cfg), **run_options(args, environ))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter as Tally
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Optional, TypeVar, get_args
 
+from codex_api.training_run import Phase
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from .workqueue import Requeue
 
 PREFIX = "codex_operator"
+PHASES = get_args(Phase)
 
 RECONCILES = Counter(f"{PREFIX}_reconcile_total", "Reconciles, by kind.", ["kind"])
 RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Reconciles that failed (retried with backoff), by kind and error.",
@@ -64,20 +65,10 @@ def instrument(kind: str) -> Callable[[F], F]:
     return decorate
 
 
-class PhaseBook:
-    """Last known phase of every run, to export counts by phase."""
-
-    def __init__(self) -> None:
-        self.phases: dict[tuple[str, ...], str] = {}
-
-    def set(self, key: tuple[str, ...], phase: Optional[str]) -> None:
-        if phase is None:
-            self.phases.pop(key, None)
-        else:
-            self.phases[key] = phase
-        counts = Tally(self.phases.values())
-        for name in ("Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"):
-            RUNS.labels(name).set(counts.get(name, 0))
+def export_run_counts(counts: Mapping[Optional[str], int]) -> None:
+    """Set the runs-by-phase gauge from the operator's counts (state.OperatorState.phase_counts)."""
+    for name in PHASES:
+        RUNS.labels(name).set(counts.get(name, 0))
 
 
 def record_progress(namespace: str, run: str, status: dict[str, Any]) -> None:

@@ -104,7 +104,6 @@ def model_selector(model_name: str) -> dict[str, str]:
 
 # Server-side label selector for the operator's watches on Jobs, Pods and Deployments.
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={OPERATOR_NAME}"
-MANAGED_LABELS = {LABEL_MANAGED_BY: OPERATOR_NAME}
 
 # Children of a run, by role.
 def spec_configmap_name(run: str) -> str:

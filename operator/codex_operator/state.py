@@ -1,9 +1,15 @@
-"""What the operator keeps in memory between handler calls (kopf's memo carries one instance)."""
+"""What the operator keeps in memory between reconciles (kopf's memo carries one instance).
+
+Everything remembered about one run or model lives in its :class:`Tracked` record, so a
+deleted object is forgotten by dropping one entry. The concurrency limits come from
+``cfg.limits`` (config.py), the only place they are set.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
@@ -14,15 +20,12 @@ from . import metrics
 from .builders.event import build_event
 from .config import OperatorConfig
 from .k8s import Kube
-from .metrics import PhaseBook
 from .status import status_patch
 from .views import Views
 from .workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
-# Enough runs creating their Job's path at once to keep the API client's 16 workers busy.
-RUN_SLOTS = 32
 # ("run" | "model", namespace, name)
 Key = tuple[str, str, str]
 
@@ -43,6 +46,22 @@ class Written:
 
 
 @dataclass
+class Tracked:
+    """What the operator remembers about one run or model between reconciles."""
+
+    # The status last written, until the watch catches up with it.
+    written: Optional[Written] = None
+    # The spec's parsed view for the newest generation seen (sync_runs.RunView, sync_models.ModelView).
+    view: Any = None
+    # Runs: the Job as last seen by the operator itself: one it just created, until the watch
+    # indexes it, or one that finished and was deleted (TTL) before the run's status caught up.
+    job: Optional[dict[str, Any]] = None
+    # Runs: the phase last computed and whether the Job is still running, for the gauges.
+    phase: Optional[str] = None
+    job_active: bool = False
+
+
+@dataclass
 class OperatorState:
     """One per operator process. Only the work queues' workers reconcile, one key at a time, so
     nothing here needs a lock."""
@@ -52,45 +71,62 @@ class OperatorState:
     views: Views
     # "run" and "model" -> the queue their keys wait in (wired up in handlers/startup.py).
     queues: dict[str, WorkQueue] = field(default_factory=dict)
-    phases: PhaseBook = field(default_factory=PhaseBook)
-    written: dict[Key, Written] = field(default_factory=dict)
-    active_jobs: set[Key] = field(default_factory=set)
-    # uid -> (generation, spec facts) of a run (see sync_runs.facts_for).
-    spec_facts: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    # run uid -> its Job as last seen by the operator itself: one it just created, until the watch
-    # indexes it, or one that finished and was deleted (TTL) before the run's status caught up.
-    known_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tracked: dict[Key, Tracked] = field(default_factory=dict)
+    # Runs by phase and running Jobs, kept in step with the records (exported as gauges).
+    phase_counts: Counter = field(default_factory=Counter)
+    active_jobs: int = 0
     # Runs building and creating their Job's path at once (see sync_runs.ensure_run_children).
-    run_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RUN_SLOTS))
+    run_slots: asyncio.Semaphore = field(init=False)
     # Events being posted (kept referenced until done).
     posting: set[asyncio.Task] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.run_slots = asyncio.Semaphore(self.cfg.limits.run_slots)
 
     def enqueue(self, key: Key) -> None:
         """Reconcile the object soon (see workqueue.py)."""
         self.queues[key[0]].add(key)
 
+    def record(self, key: Key) -> Tracked:
+        """The object's record, created on first use."""
+        tracked = self.tracked.get(key)
+        if tracked is None:
+            tracked = self.tracked[key] = Tracked()
+        return tracked
+
+    def forget(self, key: Key) -> None:
+        """The object was deleted: drop everything remembered about it."""
+        if key in self.tracked:
+            self.set_run_phase(key, None)
+            self.set_job_active(key, False)
+            del self.tracked[key]
+        if key[0] in self.queues:
+            self.queues[key[0]].forget(key)
+
+    def set_run_phase(self, key: Key, phase: Optional[str]) -> None:
+        tracked = self.record(key)
+        if tracked.phase != phase:
+            self.phase_counts[tracked.phase] -= 1
+            self.phase_counts[phase] += 1
+            tracked.phase = phase
+            metrics.export_run_counts(self.phase_counts)
+
+    def set_job_active(self, key: Key, active: bool) -> None:
+        tracked = self.record(key) if active else self.tracked.get(key)
+        if tracked is not None and tracked.job_active != active:
+            tracked.job_active = active
+            self.active_jobs += 1 if active else -1
+            metrics.ACTIVE_JOBS.set(self.active_jobs)
+
     def stored_status(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """The freshest status known for ``obj``: the watched one, or what was just written if newer."""
-        written = self.written.get(key)
+        tracked = self.tracked.get(key)
+        written = tracked.written if tracked is not None else None
         if written is not None and written.resource_version > resource_version(obj):
             return {**(obj.get("status") or {}), **written.status}
         if written is not None:
-            del self.written[key]
+            tracked.written = None
         return dict(obj.get("status") or {})
-
-    def remember(self, key: Key, patched: Optional[dict[str, Any]], owned: dict[str, Any]) -> None:
-        if patched is not None:
-            self.written[key] = Written(resource_version(patched), owned)
-
-    def forget(self, key: Key, uid: Optional[str] = None) -> None:
-        if uid is not None:
-            self.spec_facts.pop(uid, None)
-            self.known_jobs.pop(uid, None)
-        self.written.pop(key, None)
-        if key[0] in self.queues:
-            self.queues[key[0]].forget(key)
-        self.active_jobs.discard(key)
-        self.phases.set(key, None)
 
     async def write_status(self, key: Key, kind: str, meta: dict[str, Any], stored: dict[str, Any],
                            computed: dict[str, Any], owned: Sequence[str]) -> bool:
@@ -102,7 +138,8 @@ class OperatorState:
         patched = await self.kube.patch(GROUP_VERSION, kind, meta["namespace"], meta["name"], {"status": changes},
                                         subresource="status")
         metrics.STATUS_WRITES.labels(kind).inc()
-        self.remember(key, patched, {k: computed.get(k) for k in owned})
+        if patched is not None:
+            self.record(key).written = Written(resource_version(patched), {k: computed.get(k) for k in owned})
         return True
 
     def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:

@@ -12,18 +12,19 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 import kopf
-from codex_api import CodexTrainingRun, SpecError, parse
+from codex_api import CodexTrainingRun
 
 from . import metrics, names
 from .builders.configmap import build_spec_configmap
-from .builders.job import build_job, desired_pod_template_hash, job_mutable_fields
+from .builders.job import build_job, job_mutable_fields
 from .builders.pvc import build_checkpoint_pvc
 from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, NotOwnedError
 from .state import Key, OperatorState
-from .status import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, spec_facts
+from .specs import RunView
+from .status import RUN_OWNED_FIELDS, compute_run_status
 from .status import reasons
 from .views import slim_job
 from .workqueue import Requeue
@@ -37,11 +38,6 @@ WARNING_REASONS = {reasons.RETRYING, reasons.INVALID_SPEC, reasons.IMMUTABLE_FIE
 
 def run_key(namespace: str, name: str) -> tuple[str, str, str]:
     return ("run", namespace, name)
-
-
-def parse_run(body: dict[str, Any]) -> CodexTrainingRun:
-    """The validated run; raises SpecError naming the field."""
-    return parse(CodexTrainingRun, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
 
 
 # One chain of creation waves: each wave is created side by side, the next once it exists.
@@ -66,38 +62,42 @@ def all_children(chains: dict[str, Chain]) -> list[dict[str, Any]]:
     return [child for chain in chains.values() for wave in chain for child in wave]
 
 
+# Children whose desired state may change with the spec (the evaluation and output settings the
+# trainer reads): one found existing is brought up to date by server-side apply.
+APPLIED_KINDS = ("ConfigMap",)
+
+
 async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int) -> list[dict[str, Any]]:
     """Create-or-find each wave's children side by side, wave after wave; the last wave's live objects.
     Safe to repeat after a crash: names are deterministic and a 409 is verified to be owned."""
     live: list = []
     try:
         for wave in chain:
-            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority) for child in wave))
+            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority, child["kind"] in APPLIED_KINDS)
+                                          for child in wave))
     except NotOwnedError as error:
         raise Requeue(f"{error}; waiting for it to be removed", delay=30)
     return [obj for obj, _ in live]
 
 
-async def ensure_run_children(state: OperatorState, owner: dict[str, Any], run: CodexTrainingRun) -> dict[str, Any]:
-    """Build, adopt and apply everything the run owns; returns the live Job.
+async def create_job_path(state: OperatorState, key: Key, owner: dict[str, Any],
+                          run: CodexTrainingRun) -> tuple[dict[str, Any], Chain]:
+    """Build and adopt everything the run owns and create the Job's path; returns the live Job and
+    the RBAC chain still to apply.
 
     The Job's path holds one of ``state.run_slots`` from building to the Job's creation, at
     URGENT priority: under a burst (a thousand new runs) every run's Job still comes before
     anything else, and the runs not yet admitted wait with nothing built, so the operator's
-    memory follows the API's pace rather than the size of the burst. The Role and RoleBinding
-    follow at normal priority, outside the slot, holding nothing else while they wait.
+    memory follows the API's pace rather than the size of the burst. The caller applies the
+    Role and RoleBinding after, at normal priority, holding nothing else while they wait.
     """
-    uid = owner["metadata"]["uid"]
-    with metrics.CHILDREN_SECONDS.time():
-        async with state.run_slots:
-            chains = build_run_children(run, state.cfg)
-            kopf.append_owner_reference(all_children(chains), owner=owner)
-            (job,) = await apply_chain(state, chains["job"], uid, URGENT)
-            state.known_jobs[uid] = slim_job(job)
-            grants = chains["rbac"]
-            del run, chains, job  # the parsed run, the built Job and the live one stay out of the wait
-        await apply_chain(state, grants, uid, NORMAL)
-    return state.known_jobs[uid]
+    async with state.run_slots:
+        chains = build_run_children(run, state.cfg)
+        kopf.append_owner_reference(all_children(chains), owner=owner)
+        (job,) = await apply_chain(state, chains["job"], owner["metadata"]["uid"], URGENT)
+    tracked = state.record(key)
+    tracked.job = slim_job(job)
+    return tracked.job, chains["rbac"]
 
 
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:
@@ -126,27 +126,21 @@ async def patch_job_fields(state: OperatorState, run: CodexTrainingRun, job: dic
 
 
 async def apply_spec_configmap(state: OperatorState, run: CodexTrainingRun, owner: dict[str, Any]) -> None:
-    """Re-render the trainer's spec so that the next attempt reads the new evaluation/output settings."""
+    """Re-render the trainer's spec (server-side apply) so that the next attempt reads the new
+    evaluation/output settings; an unchanged rendering is a no-op on the apiserver's side."""
     configmap = build_spec_configmap(run)
     kopf.append_owner_reference(configmap, owner=owner)
-    live, created = await state.kube.ensure(configmap, owner["metadata"]["uid"])
-    if not created and live.get("data") != configmap["data"]:
-        await state.kube.patch("v1", "ConfigMap", run.metadata.namespace, configmap["metadata"]["name"],
-                               {"data": configmap["data"]})
+    await state.kube.apply(configmap)
 
 
-def facts_for(state: OperatorState, body: dict[str, Any]) -> SpecFacts:
-    """Spec validity and hashes, computed once per (uid, generation): parsing on every event is costly."""
-    meta = body["metadata"]
-    generation, facts = state.spec_facts.get(meta.get("uid"), (None, None))
-    if facts is None or generation != meta.get("generation"):
-        try:
-            desired = desired_pod_template_hash(parse_run(body), state.cfg)
-        except SpecError:
-            desired = None
-        facts = spec_facts(body, desired)
-        state.spec_facts[meta.get("uid")] = (meta.get("generation"), facts)
-    return facts
+def run_view(state: OperatorState, key: Key, body: dict[str, Any]) -> RunView:
+    """The run's spec view for its generation: parsed once per generation, whatever queued it."""
+    tracked = state.record(key)
+    view = tracked.view
+    if view is None or not view.describes(body):
+        view = RunView.of(body, state.cfg)
+        tracked.view = view.kept()
+    return view
 
 
 def announce(state: OperatorState, body: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -170,34 +164,34 @@ def announce(state: OperatorState, body: dict[str, Any], before: dict[str, Any],
 
 
 async def sync_run_status(state: OperatorState, key: Key, body: dict[str, Any], stored: dict[str, Any],
-                          job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
+                          job: Optional[dict[str, Any]], pods: list[dict[str, Any]], view: RunView) -> None:
     """Compute the run's status and write the fields that changed, if any (zero writes when stable)."""
     meta = body["metadata"]
-    computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc),
-                                  facts=facts_for(state, body))
-    state.phases.set(key, computed.get("phase"))
+    computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc), view)
+    state.set_run_phase(key, computed.get("phase"))
     if await state.write_status(key, KIND, meta, stored, computed, RUN_OWNED_FIELDS):
         announce(state, body, stored, computed)
 
 
-def current_job(state: OperatorState, run: dict[str, Any]) -> Optional[dict[str, Any]]:
+def current_job(state: OperatorState, key: Key, run: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The run's Job: the indexed one, else the one the operator created or saw finish and go."""
     uid = run["metadata"]["uid"]
+    tracked = state.record(key)
     job = select_job(state.views.job_index.get((run["metadata"]["namespace"], run["metadata"]["name"])), uid)
     if job is not None:
-        state.known_jobs.pop(uid, None)
+        tracked.job = None
         return job
-    return state.known_jobs.get(uid)
+    known = tracked.job
+    return known if known is not None and (names.controller_owner(known, KIND) or (None, None))[1] == uid else None
 
 
-def job_gone(state: OperatorState, run_uid: str, job: dict[str, Any]) -> None:
+def job_gone(state: OperatorState, key: Key, job: dict[str, Any]) -> None:
     """A Job was deleted: one that finished still tells the run how it ended (until its status says
     so); one deleted before it finished is created again by the next reconcile (the retry resumes
     from the checkpoint volume)."""
-    if job_finished(job):
-        state.known_jobs[run_uid] = slim_job(job)
-    else:
-        state.known_jobs.pop(run_uid, None)
+    tracked = state.tracked.get(key)  # none once the run itself is gone
+    if tracked is not None:
+        tracked.job = slim_job(job) if job_finished(job) else None
 
 
 def needs_children(job: Optional[dict[str, Any]], stored: dict[str, Any]) -> bool:
@@ -216,14 +210,19 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
     run = state.views.run(namespace, name)
     if run is None or run["metadata"].get("deletionTimestamp"):
         return  # the owner references let the garbage collector remove the children
-    job = current_job(state, run)
+    job = current_job(state, key, run)
     stored = state.stored_status(key, run)
-    if facts_for(state, run).invalid is None:
+    view = run_view(state, key, run)
+    if view.invalid is None:
         if needs_children(job, stored):
-            job = await ensure_run_children(state, run, parse_run(run))
+            with metrics.CHILDREN_SECONDS.time():
+                job, grants = await create_job_path(state, key, run, view.run(run))
+                view = view.kept()  # the parsed run stays out of the wait for the RBAC
+                await apply_chain(state, grants, run["metadata"]["uid"], NORMAL)
         elif job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
             # The spec changed since status last described it: apply what a live Job can take.
-            parsed = parse_run(run)
+            parsed = view.run(run)
             await apply_spec_configmap(state, parsed, run)
             await patch_job_fields(state, parsed, job)
-    await sync_run_status(state, key, run, stored, job, select_pods(state.views.pod_index.get((namespace, name)), job))
+    pods = select_pods(state.views.pod_index.get((namespace, name)), job)
+    await sync_run_status(state, key, run, stored, job, pods, view.kept())

@@ -43,7 +43,7 @@ class Views:
     """The indexes by name; see handlers/indexes.py for what each one files."""
 
     run_index: Index
-    runs_by_namespace: Index
+    run_names: Index
     models_by_namespace: Index
     job_index: Index
     pod_index: Index
@@ -55,7 +55,7 @@ class Views:
         return next(iter(self.run_index.get((namespace, name)) or ()), None)
 
     def runs(self, namespace: str) -> list[dict[str, Any]]:
-        return list(self.runs_by_namespace.get(namespace) or ())
+        return [run for name in self.run_names.get(namespace) or () if (run := self.run(namespace, name))]
 
     def models(self, namespace: str) -> list[dict[str, Any]]:
         return list(self.models_by_namespace.get(namespace) or ())

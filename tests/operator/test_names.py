@@ -36,7 +36,7 @@ def test_label_values_are_valid_and_selectors_match_labels():
     assert len(value) <= 63 and LABEL_VALUE.match(value)
     labels = names.model_labels("codex-demo")
     assert names.model_selector("codex-demo").items() <= labels.items()
-    assert names.MANAGED_LABELS.items() <= names.run_labels("r").items()
+    assert {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}.items() <= names.run_labels("r").items()
     assert names.MANAGED_SELECTOR == "app.kubernetes.io/managed-by=codex-operator"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -11,6 +12,8 @@ from op_examples import RUN_UID, example
 from codex_operator import names
 from codex_operator.builders.job import training_hashes
 from codex_operator.conditions import find_condition
+from codex_operator.config import OperatorConfig
+from codex_operator.specs import RunView
 from codex_operator.status import RUN_OWNED_FIELDS, compute_run_status, status_patch
 from codex_operator.status import reasons
 
@@ -25,6 +28,12 @@ REPORT_GATES = {"phase": "Failed", "reason": "GatesNotMet", "message": "logicOk 
                 "gates": {"passed": False, "logicOk": {"value": 0.1, "threshold": 0.8, "passed": False}},
                 "metrics": {"evalLoss": 2.0}}
 REPORT_PREEMPTED = {"phase": "Failed", "reason": "Preempted", "message": "SIGTERM at step 12; checkpoint saved"}
+
+
+def status_of(run, job_, pods, now, **view_changes):
+    """compute_run_status with the run's spec view, as the reconciler passes it (fields replaced on request)."""
+    view = dataclasses.replace(RunView.of(run, OperatorConfig()).kept(), **view_changes)
+    return compute_run_status(run, job_, pods, now, view)
 
 
 def run_body(**status):
@@ -102,7 +111,7 @@ CASE = {case[0]: case for case in CASES}
 
 @pytest.mark.parametrize("run,job_,pods,phase,reason,attempts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_phase_reason_and_attempts(run, job_, pods, phase, reason, attempts):
-    status = compute_run_status(run, job_, pods, NOW)
+    status = status_of(run, job_, pods, NOW)
     assert (status["phase"], find_condition(status["conditions"], "Ready")["reason"], status["attempts"]) == (
         phase, reason, attempts)
     ready = find_condition(status["conditions"], "Ready")["status"]
@@ -112,7 +121,7 @@ def test_phase_reason_and_attempts(run, job_, pods, phase, reason, attempts):
 
 
 def test_success_copies_the_report_into_status():
-    status = compute_run_status(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
+    status = status_of(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
     assert status["metrics"] == REPORT_OK["metrics"]
     assert status["gates"] == REPORT_OK["gates"] and status["artifact"] == REPORT_OK["artifact"]
     assert status["lineage"] == REPORT_OK["lineage"]
@@ -124,13 +133,13 @@ def test_success_copies_the_report_into_status():
 
 
 def test_trainer_done_before_the_job_completes_has_its_times_already():
-    status = compute_run_status(run_body(), *CASE["trainer-done-before-the-job-completes"][2:4], NOW)
+    status = status_of(run_body(), *CASE["trainer-done-before-the-job-completes"][2:4], NOW)
     assert (status["completionTime"], status["durationSeconds"]) == ("2026-01-01T00:06:00Z", 359.0)
     assert status["metrics"] == REPORT_OK["metrics"]
 
 
 def test_gates_not_met_explains_which_gate():
-    status = compute_run_status(run_body(), CASE['gates-not-met'][2], CASE['gates-not-met'][3], NOW)
+    status = status_of(run_body(), CASE['gates-not-met'][2], CASE['gates-not-met'][3], NOW)
     gates = find_condition(status["conditions"], "GatesPassed")
     assert (gates["status"], gates["reason"]) == ("False", reasons.GATES_NOT_MET)
     assert "logicOk 0.1/0.8 FAILED" in gates["message"]
@@ -140,37 +149,37 @@ def test_gates_not_met_explains_which_gate():
 def test_invalid_spec_names_the_field_and_fails():
     run = run_body()
     run["spec"]["lora"]["r"] = 0
-    status = compute_run_status(run, None, [], NOW)
+    status = status_of(run, None, [], NOW)
     ready = find_condition(status["conditions"], "Ready")
     assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", reasons.INVALID_SPEC)
     assert ready["message"].startswith("spec.lora.r: ")
 
 
 def test_last_transition_time_moves_only_when_status_flips():
-    first = compute_run_status(run_body(), job(active=1), [pod("p1", "running")], NOW)
+    first = status_of(run_body(), job(active=1), [pod("p1", "running")], NOW)
     later = datetime(2026, 1, 1, 0, 20, tzinfo=timezone.utc)
-    again = compute_run_status(run_body(**first), job(active=1), [pod("p1", "running")], later)
+    again = status_of(run_body(**first), job(active=1), [pod("p1", "running")], later)
     assert again == first
     assert status_patch(first, again, RUN_OWNED_FIELDS) == {}
-    done = compute_run_status(run_body(**first), CASE['succeeded'][2], CASE['succeeded'][3], later)
+    done = status_of(run_body(**first), CASE['succeeded'][2], CASE['succeeded'][3], later)
     assert find_condition(done["conditions"], "Ready")["lastTransitionTime"] == "2026-01-01T00:20:00Z"
     assert status_patch(first, done, RUN_OWNED_FIELDS).keys() >= {"phase", "conditions", "metrics"}
 
 
 def test_finished_run_keeps_status_after_its_job_is_deleted():
-    done = compute_run_status(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
-    after_ttl = compute_run_status(run_body(**done), None, [], NOW)
+    done = status_of(run_body(), CASE['succeeded'][2], CASE['succeeded'][3], NOW)
+    after_ttl = status_of(run_body(**done), None, [], NOW)
     assert status_patch(done, after_ttl, RUN_OWNED_FIELDS) == {}
 
 
 def test_spec_changes_the_job_cannot_take_are_explained():
     changed = run_body()
     changed["spec"]["training"]["learningRate"] = 0.01
-    applied = find_condition(compute_run_status(changed, job(active=1), [pod("p1", "running")], NOW)["conditions"],
+    applied = find_condition(status_of(changed, job(active=1), [pod("p1", "running")], NOW)["conditions"],
                              "SpecApplied")
     assert (applied["status"], applied["reason"]) == ("False", reasons.IMMUTABLE_FIELD_CHANGED)
     assert "spec.training" in applied["message"]
-    moved = compute_run_status(run_body(), job(active=1), [pod("p1", "running")], NOW, desired_template_hash="other")
+    moved = status_of(run_body(), job(active=1), [pod("p1", "running")], NOW, template_hash="other")
     applied = find_condition(moved["conditions"], "SpecApplied")
     assert (applied["status"], applied["reason"]) == ("False", reasons.POD_TEMPLATE_CHANGED)
 
@@ -184,17 +193,17 @@ def test_training_hashes_cover_exactly_the_immutable_fields():
 
 
 def test_exhausted_retries_say_how_the_last_attempt_ended():
-    status = compute_run_status(run_body(), CASE['backoff-exhausted'][2], CASE['backoff-exhausted'][3], NOW)
+    status = status_of(run_body(), CASE['backoff-exhausted'][2], CASE['backoff-exhausted'][3], NOW)
     assert status["message"] == "Job has reached the backoff limit; last attempt: trainer exited with code 45"
     tail = pod("p9", "terminated", "2026-01-01T00:09:00Z", exit_code=1)
     tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback ...\nMemoryError"
-    status = compute_run_status(run_body(), CASE['backoff-exhausted'][2], [tail], NOW)
+    status = status_of(run_body(), CASE['backoff-exhausted'][2], [tail], NOW)
     assert status["message"].endswith("last attempt: trainer exited with code 1: Traceback ... MemoryError")
 
 
 def test_unreadable_termination_message_is_ignored():
     log_tail = pod("p1", "terminated", exit_code=0)
     log_tail["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "Traceback (most recent call..."
-    status = compute_run_status(run_body(), CASE['succeeded'][2], [log_tail], NOW)
+    status = status_of(run_body(), CASE['succeeded'][2], [log_tail], NOW)
     assert status["phase"] == "Succeeded" and status["metrics"] is None
     assert RUN_UID  # the example run keeps its uid

@@ -26,21 +26,9 @@ from ..views import Views
 from ..workqueue import WorkQueue
 from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
 
-# Workers per queue. Enough run workers that a burst of new runs all reach the run slots
-# (state.RUN_SLOTS build and create their Job's path at once), so the API client sends every
-# Job's path before any Role or status write; a reconcile waiting there holds only its key and
-# the indexed run. Fewer workers made the last Jobs of a 1000-run burst wait for other runs'
-# status writes (bench/RESULTS.md). Models are few.
-RUN_WORKERS = 1024
-MODEL_WORKERS = 4
-
-
-class QuietEventHandlers(logging.Filter):
-    """Drop kopf's per-event "Handler 'on_x_event' succeeded." lines: one per watch event is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Handler 'on_") and message.endswith("_event' succeeded."))
+# kopf's per-object logger: one "Handler 'on_x_event' succeeded." line per watch event is noise;
+# what the reconcilers do is logged by codex_operator's own loggers.
+KOPF_OBJECTS_LOGGER = "kopf.objects"
 
 
 @kopf.on.startup()
@@ -59,16 +47,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(QuietEventHandlers())
-    cfg = OperatorConfig.from_env()
+    logging.getLogger(KOPF_OBJECTS_LOGGER).setLevel(logging.WARNING)
+    # codex-operator's main puts the config in the memo; `kopf run -m codex_operator.handlers` runs on defaults.
+    cfg: OperatorConfig = getattr(memo, "config", None) or OperatorConfig()
     # kopf hands every index to every handler, by the name of its function (handlers/indexes.py).
     views = Views(**{field.name: kwargs[field.name] for field in dataclasses.fields(Views)})
-    state = memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config()), views=views)
+    limits = cfg.limits
+    state = memo.state = OperatorState(cfg=cfg, kube=Kube(load_client_config(), limits.api_threads), views=views)
     state.queues = {
-        "run": WorkQueue("run", metrics.instrument(RUN_KIND)(functools.partial(reconcile_run, state)), RUN_WORKERS),
+        "run": WorkQueue("run", metrics.instrument(RUN_KIND)(functools.partial(reconcile_run, state)),
+                         limits.run_workers),
         "model": WorkQueue("model", metrics.instrument(MODEL_KIND)(functools.partial(reconcile_model, state)),
-                           MODEL_WORKERS),
+                           limits.model_workers),
     }
     for queue in state.queues.values():
         queue.start()
@@ -77,8 +67,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     except OSError as error:  # reconciling matters more than /metrics: carry on without it
         logger.error("cannot serve /metrics on %s:%d: %s", cfg.bind_host, cfg.metrics_port, error)
     memo.trimmer = asyncio.get_running_loop().create_task(trim_periodically())
-    logger.info("codex-operator configured: trainer image %s, serve image %s, metrics on %s:%d",
-                cfg.trainer_image, cfg.serve_image, cfg.bind_host, cfg.metrics_port)
+    logger.info("codex-operator configured: trainer image %s, runtime images %s, metrics on %s:%d",
+                cfg.trainer_image, dict(cfg.runtime_images) or "(defaults)", cfg.bind_host, cfg.metrics_port)
 
 
 @kopf.on.cleanup()

@@ -24,7 +24,7 @@ async def on_run_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
     namespace, name = body.metadata.namespace, body.metadata.name
     key = run_key(namespace, name)
     if type == "DELETED":
-        state.forget(key, body.metadata.uid)
+        state.forget(key)
         metrics.forget_run(namespace, name)
     else:
         metrics.record_progress(namespace, name, dict(body.get("status") or {}))
@@ -41,10 +41,9 @@ async def on_job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
         return
     key = run_key(body.metadata.namespace, owner[0])
     gone = type == "DELETED"
-    (state.active_jobs.discard if gone or job_finished(body) else state.active_jobs.add)(key)
-    metrics.ACTIVE_JOBS.set(len(state.active_jobs))
+    state.set_job_active(key, not gone and not job_finished(body))
     if gone:
-        job_gone(state, owner[1], body)
+        job_gone(state, key, body)
     state.enqueue(key)
 
 

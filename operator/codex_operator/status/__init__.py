@@ -5,16 +5,14 @@ the fields that differ (see :func:`status_patch`), so a stable object causes no 
 """
 
 from .model import MODEL_OWNED_FIELDS, compute_model_status
-from .run import RUN_OWNED_FIELDS, SpecFacts, compute_run_status, read_report, spec_facts
+from .run import RUN_OWNED_FIELDS, compute_run_status, read_report
 from .patch import status_patch
 
 __all__ = [
     "MODEL_OWNED_FIELDS",
     "RUN_OWNED_FIELDS",
-    "SpecFacts",
     "compute_model_status",
     "compute_run_status",
     "read_report",
-    "spec_facts",
     "status_patch",
 ]

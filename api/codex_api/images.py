@@ -1,0 +1,19 @@
+"""The images every part of the project defaults to, declared once.
+
+The operator's configuration, the generated manifests, the Helm values and the demo all read
+these names; a test keeps the committed Helm values and manifests in step with them.
+"""
+
+from __future__ import annotations
+
+# Where the project publishes its images, and the version the manifests of this tree install.
+REGISTRY = "ghcr.io/codex-operator"
+VERSION = "0.1.0"
+OPERATOR_IMAGE = f"{REGISTRY}/codex-operator:{VERSION}"
+TRAINER_IMAGE = f"{REGISTRY}/codex-trainer:{VERSION}"
+SERVE_IMAGE = f"{REGISTRY}/codex-serve:{VERSION}"
+# What the operator runs when nothing configures it: the image `make demo` and the tests build
+# locally (codex-serve ships in the trainer image, so the builtin runtime uses it too).
+DEV_TRAINER_IMAGE = "codex-trainer:dev"
+# The vLLM OpenAI-compatible server (runtime: vllm).
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
