@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
-from codex_api import CodexTrainingRun, SpecError, contract, parse
+from codex_api import SpecError, contract
+from codex_api.gates import describe
 
 from .. import names
-from ..builders.job import training_hashes
+from ..specs import RunView
 from ..conditions import find_condition, parse_time, rfc3339, set_condition
 from . import reasons
 
@@ -156,23 +156,7 @@ def _hash_pairs(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
 
 
-@dataclass(frozen=True)
-class SpecFacts:
-    """What status needs from a spec, computed once per generation (parsing is the costly part)."""
-
-    invalid: Optional[SpecError]
-    training_hashes: str = ""
-    desired_template_hash: Optional[str] = None
-
-
-def spec_facts(run: Mapping[str, Any], desired_template_hash: Optional[str] = None) -> SpecFacts:
-    parsed, invalid = _parse_spec(run)
-    if parsed is None:
-        return SpecFacts(invalid)
-    return SpecFacts(None, training_hashes(parsed.spec), desired_template_hash)
-
-
-def _spec_condition(facts: SpecFacts, job: Mapping[str, Any]) -> tuple[str, str, str]:
+def _spec_condition(facts: RunView, job: Mapping[str, Any]) -> tuple[str, str, str]:
     """SpecApplied: whether the Job still runs what the spec says, and why not."""
     if facts.invalid is not None:
         return "False", reasons.INVALID_SPEC, str(facts.invalid)
@@ -186,19 +170,12 @@ def _spec_condition(facts: SpecFacts, job: Mapping[str, Any]) -> tuple[str, str,
             f"{fields} changed after the run started and cannot change; the Job keeps training with the original "
             "values. Create a new run to train with the new ones")
     recorded_template = annotations.get(names.ANNOTATION_POD_TEMPLATE_HASH)
-    desired = facts.desired_template_hash
+    desired = facts.template_hash
     if desired and recorded_template and recorded_template != desired:
         return "False", reasons.POD_TEMPLATE_CHANGED, (
             "the pod template (resources, image, volumes, ...) changed after the Job was created; a Job's pods are "
             "not mutated, so running and retried pods keep the old template. Create a new run to apply it")
     return "True", reasons.SPEC_APPLIED, "the Job runs the current spec"
-
-
-def _parse_spec(run: Mapping[str, Any]) -> tuple[Optional[CodexTrainingRun], Optional[SpecError]]:
-    try:
-        return parse(CodexTrainingRun, {k: run[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in run}), None
-    except SpecError as error:
-        return None, error
 
 
 def _attempts(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
@@ -245,19 +222,16 @@ def _invalid_status(old: Mapping[str, Any], generation: Optional[int], error: Sp
 
 
 def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
-                       pods: Sequence[Mapping[str, Any]], now: datetime,
-                       desired_template_hash: Optional[str] = None,
-                       facts: Optional[SpecFacts] = None) -> dict[str, Any]:
+                       pods: Sequence[Mapping[str, Any]], now: datetime, facts: RunView) -> dict[str, Any]:
     """The operator-owned status fields (RUN_OWNED_FIELDS) of ``run``.
 
     ``job`` is the run's Job (None before it exists), ``pods`` its trainer pods, ``now`` is
-    used only for conditions that flip, and ``desired_template_hash`` is the pod-template
-    hash the current spec would build (to explain changes that cannot reach a running Job).
-    ``facts`` may carry those spec-derived values precomputed (see :func:`spec_facts`).
+    used only for conditions that flip, and ``facts`` is the view of the run's current spec
+    (specs.RunView): whether it is valid, and the training and pod-template hashes it would
+    build, to explain changes that cannot reach a running Job.
     """
     old = run.get("status") or {}
     generation = (run.get("metadata") or {}).get("generation")
-    facts = facts or spec_facts(run, desired_template_hash)
     invalid = facts.invalid
     if job is None:
         if invalid is not None:
@@ -280,15 +254,7 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
     conditions = set_condition(conditions, "Progressing", "False" if terminal else "True", reason, message,
                                now, generation)
     report_fields = _report_fields(phase, pods, old)
-    gates = report_fields.get("gates")
-    if gates is not None:
-        passed = bool(gates.get("passed"))
-        conditions = set_condition(conditions, "GatesPassed", "True" if passed else "False",
-                                   reasons.GATES_PASSED if passed else reasons.GATES_NOT_MET,
-                                   _gates_message(gates), now, generation)
-    elif terminal:
-        conditions = set_condition(conditions, "GatesPassed", "False", reasons.GATES_NOT_EVALUATED,
-                                   "the run ended before its gates were evaluated", now, generation)
+    conditions = _gates_condition(conditions, report_fields.get("gates"), terminal, now, generation)
     if job is not None:
         status_, spec_reason, spec_message = _spec_condition(facts, job)
         conditions = set_condition(conditions, "SpecApplied", status_, spec_reason, spec_message, now, generation)
@@ -306,11 +272,20 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
     }
 
 
+def _gates_condition(conditions: list, gates: Optional[Mapping[str, Any]], terminal: bool, now: datetime,
+                     generation: Optional[int]) -> list:
+    """GatesPassed: the verdict and, gate by gate, how each measured against its threshold."""
+    if gates is not None:
+        passed = bool(gates.get("passed"))
+        return set_condition(conditions, "GatesPassed", "True" if passed else "False",
+                             reasons.GATES_PASSED if passed else reasons.GATES_NOT_MET, _gates_message(gates), now,
+                             generation)
+    if terminal:
+        return set_condition(conditions, "GatesPassed", "False", reasons.GATES_NOT_EVALUATED,
+                             "the run ended before its gates were evaluated", now, generation)
+    return conditions
+
+
 def _gates_message(gates: Mapping[str, Any]) -> str:
-    parts = []
-    for name in ("syntaxOk", "logicOk", "securityOk", "perfOk", "perplexity"):
-        gate = gates.get(name)
-        if gate:
-            mark = "ok" if gate.get("passed") else "FAILED"
-            parts.append(f"{name} {gate.get('value'):.3g}/{gate.get('threshold'):.3g} {mark}")
-    return "; ".join(parts) or ("all gates passed" if gates.get("passed") else "gates not met")
+    """The GatesPassed message; the gate registry says which gates there are and how each reads."""
+    return describe(gates)
