@@ -40,6 +40,9 @@ _ERRORS["4XX"] = {"model": ErrorResponse}
 # Schemas the event-stream documentation refers to; app.py adds them to the OpenAPI components.
 STREAM_SCHEMAS = (CompletionChunk, ChatChunk, ErrorResponse)
 
+# Turns one piece of a choice's text into the stream's payloads (none, one or several).
+StreamChunker = Callable[[Choice, str], list[dict]]
+
 
 def _responses(chunk_model: type) -> dict[Any, dict[str, Any]]:
     """The error answers, plus the 200's event stream: each event's data is a JSON chunk, then ``[DONE]``."""
@@ -84,7 +87,7 @@ def _params(body: Any, max_tokens: int) -> SamplingParams:
 
 
 async def _run(service: GenerationService, prompts: list[list[int]], params: SamplingParams, n: int,
-               stream_chunk: Optional[Callable[[Choice, str], list[dict]]], slots_param: str):
+               stream_chunk: Optional[StreamChunker], slots_param: str):
     """Admit, generate, and either collect the choices or return a streaming response."""
     lease = service.admit(len(prompts) * n, slots_param)
     if stream_chunk is None:
@@ -110,15 +113,37 @@ async def _run(service: GenerationService, prompts: list[list[int]], params: Sam
     return LeasedStream(body(), lease)
 
 
-def build_router(service: GenerationService, dependencies: list) -> APIRouter:
-    router = APIRouter(dependencies=dependencies)
-    model_name = service.config.model_name
-    started = int(time.time())
+def _completion_chunker(completion_id: str, created: int, model_name: str) -> StreamChunker:
+    """Stream chunks of /v1/completions: one per piece of text, and the last with its finish_reason."""
+    def chunk(choice: Choice, text: str) -> list[dict]:
+        if not text and choice.finish_reason is None:
+            return []
+        return [{"id": completion_id, "object": "text_completion", "created": created, "model": model_name,
+                 "choices": [{"index": choice.index, "text": text, "finish_reason": choice.finish_reason,
+                              "logprobs": None}]}]
+    return chunk
 
-    @router.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
-    async def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model_name, created=started)])
 
+def _chat_chunker(completion_id: str, created: int, model_name: str) -> StreamChunker:
+    """Stream chunks of /v1/chat/completions: the role first, then content deltas, then the finish."""
+    opened: set[int] = set()
+
+    def chunk(choice: Choice, text: str) -> list[dict]:
+        deltas: list[tuple[dict, Optional[str]]] = []
+        if choice.index not in opened:  # the first chunk of each choice carries the role
+            opened.add(choice.index)
+            deltas.append(({"role": "assistant", "content": ""}, None))
+        if text:
+            deltas.append(({"content": text}, None))
+        if choice.finish_reason is not None:
+            deltas.append(({}, choice.finish_reason))
+        return [{"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                 "choices": [{"index": choice.index, "delta": delta, "finish_reason": reason}]}
+                for delta, reason in deltas]
+    return chunk
+
+
+def _add_completions(router: APIRouter, service: GenerationService, model_name: str) -> None:
     @router.post("/v1/completions", response_model=CompletionResponse, responses=_responses(CompletionChunk))
     async def create_completion(body: CompletionRequest):
         service.check_model(body.model)
@@ -127,14 +152,7 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
         params = _params(body, service.max_tokens(body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, "max_tokens",
                                                   prompts))
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(choice: Choice, text: str) -> list[dict]:
-            if not text and choice.finish_reason is None:
-                return []
-            return [{"id": completion_id, "object": "text_completion", "created": created, "model": model_name,
-                     "choices": [{"index": choice.index, "text": text, "finish_reason": choice.finish_reason,
-                                  "logprobs": None}]}]
-
+        chunk = _completion_chunker(completion_id, created, model_name)
         result = await _run(service, prompts, params, body.n, chunk if body.stream else None, "n")
         if body.stream:
             return result
@@ -143,6 +161,8 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
             choices=[CompletionChoice(index=c.index, text=c.text, finish_reason=c.finish_reason) for c in result],
         )
 
+
+def _add_chat(router: APIRouter, service: GenerationService, model_name: str) -> None:
     @router.post("/v1/chat/completions", response_model=ChatResponse, responses=_responses(ChatChunk))
     async def create_chat_completion(body: ChatRequest):
         service.check_model(body.model)
@@ -152,21 +172,7 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
                             else (body.max_tokens, "max_tokens"))
         params = _params(body, service.max_tokens(requested, service.config.max_new_tokens, param, prompts))
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        opened: set[int] = set()
-
-        def chunk(choice: Choice, text: str) -> list[dict]:
-            deltas: list[tuple[dict, Optional[str]]] = []
-            if choice.index not in opened:  # the first chunk of each choice carries the role
-                opened.add(choice.index)
-                deltas.append(({"role": "assistant", "content": ""}, None))
-            if text:
-                deltas.append(({"content": text}, None))
-            if choice.finish_reason is not None:
-                deltas.append(({}, choice.finish_reason))
-            return [{"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                     "choices": [{"index": choice.index, "delta": delta, "finish_reason": reason}]}
-                    for delta, reason in deltas]
-
+        chunk = _chat_chunker(completion_id, created, model_name)
         result = await _run(service, prompts, params, body.n, chunk if body.stream else None, "n")
         if body.stream:
             return result
@@ -176,6 +182,8 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
                                 finish_reason=c.finish_reason) for c in result],
         )
 
+
+def _add_infer(router: APIRouter, service: GenerationService) -> None:
     @router.post("/infer", response_model=InferResponse, responses=_ERRORS)
     async def infer(body: InferRequest) -> InferResponse:
         service.require_ready()
@@ -185,4 +193,17 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
         choices = await _run(service, prompts, params, 1, None, "prompt")
         return InferResponse(completion=choices[0].text)
 
+
+def build_router(service: GenerationService, dependencies: list) -> APIRouter:
+    router = APIRouter(dependencies=dependencies)
+    model_name = service.config.model_name
+    started = int(time.time())
+
+    @router.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
+    async def list_models() -> ModelList:
+        return ModelList(data=[ModelCard(id=model_name, created=started)])
+
+    _add_completions(router, service, model_name)
+    _add_chat(router, service, model_name)
+    _add_infer(router, service)
     return router
