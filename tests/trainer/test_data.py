@@ -145,3 +145,11 @@ def test_url_source_and_its_errors(fake_hub):
     fake_hub.fail("pairs.jsonl", 503)
     with pytest.raises(TransientError, match=r"answered HTTP 503$"):
         _fetch_url(url + "?signature=secret", "spec.dataset.source")
+
+
+def test_every_dataset_source_field_has_a_reader():
+    from codex_api.common import DataSource
+    from codex_trainer.sources import READERS
+
+    options = {"hub_revision"}  # qualifies hub; not a source of its own
+    assert set(READERS) == set(DataSource.model_fields) - options

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Callable, Optional
 
 from codex_api import paths
 from codex_api.common import DataSource
@@ -27,26 +27,31 @@ class SourceFile:
 
 
 def read_source(source: DataSource, field: str, data_root: Path, token: Optional[str] = None) -> list[SourceFile]:
-    """The data files of ``source``, in a stable order.
+    """The data files of ``source`` (the one field of it that is set picks the reader), in a stable order.
 
     Raises:
         InvalidSpecError: the ConfigMap key, PVC path, URL or Hub repo does not exist.
         TransientError: the URL or the Hub answered 429/5xx or could not be reached.
     """
-    root = PurePosixPath(data_root)
-    if source.config_map is not None:
-        ref = source.config_map
-        path = Path(paths.configmap_file(ref, root))
-        if not path.is_file():
-            raise InvalidSpecError(f"{field}.configMap: key {ref.key!r} not found in ConfigMap {ref.name!r}")
-        return [SourceFile(f"{ref.key} in configMap {ref.name}", path.read_bytes(), path.suffix or ".jsonl")]
-    if source.pvc is not None:
-        ref = source.pvc
-        path = Path(paths.pvc_file(ref, root))
-        return _read_local(path, f"{field}.pvc", f"claim {ref.claim_name}", ref.path)
-    if source.url is not None:
-        return [_fetch_url(source.url, field)]
-    return _read_hub(source, field, token)
+    kind = next(name for name in READERS if getattr(source, name) is not None)
+    return READERS[kind](source, field, PurePosixPath(data_root), token)
+
+
+def _read_config_map(source: DataSource, field: str, root: PurePosixPath, token: Optional[str]) -> list[SourceFile]:
+    ref = source.config_map
+    path = Path(paths.configmap_file(ref, root))
+    if not path.is_file():
+        raise InvalidSpecError(f"{field}.configMap: key {ref.key!r} not found in ConfigMap {ref.name!r}")
+    return [SourceFile(f"{ref.key} in configMap {ref.name}", path.read_bytes(), path.suffix or ".jsonl")]
+
+
+def _read_pvc(source: DataSource, field: str, root: PurePosixPath, token: Optional[str]) -> list[SourceFile]:
+    ref = source.pvc
+    return _read_local(Path(paths.pvc_file(ref, root)), f"{field}.pvc", f"claim {ref.claim_name}", ref.path)
+
+
+def _read_url(source: DataSource, field: str, root: PurePosixPath, token: Optional[str]) -> list[SourceFile]:
+    return [_fetch_url(source.url, field)]
 
 
 def _read_local(path: Path, field: str, where: str, shown: str) -> list[SourceFile]:
@@ -77,7 +82,7 @@ def _fetch_url(url: str, field: str) -> SourceFile:
     return SourceFile(shown, response.content, suffix if suffix in DATA_SUFFIXES else ".jsonl")
 
 
-def _read_hub(source: DataSource, field: str, token: Optional[str]) -> list[SourceFile]:
+def _read_hub(source: DataSource, field: str, root: PurePosixPath, token: Optional[str]) -> list[SourceFile]:
     from huggingface_hub import snapshot_download
 
     try:
@@ -86,3 +91,13 @@ def _read_hub(source: DataSource, field: str, token: Optional[str]) -> list[Sour
     except Exception as error:  # classified in one place
         raise hub_error(error, f"{field}.hub", source.hub, source.hub_revision) from None
     return _read_local(local, f"{field}.hub", f"dataset {source.hub}", "/")
+
+
+# One reader per field of codex_api.common.DataSource (its snake_case name): a new kind of dataset
+# source is a field there and a reader here (the operator mounts only ConfigMaps and PVCs).
+READERS: dict[str, Callable[[DataSource, str, PurePosixPath, Optional[str]], list[SourceFile]]] = {
+    "config_map": _read_config_map,
+    "pvc": _read_pvc,
+    "url": _read_url,
+    "hub": _read_hub,
+}
