@@ -106,29 +106,27 @@ class CompletionChoice(BaseModel):
     logprobs: None = None
 
 
-class CompletionResponse(BaseModel):
+class TextCompletion(BaseModel):
+    """What a /v1/completions answer and each of its stream events have in common."""
+
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
+
+
+class CompletionResponse(TextCompletion):
     choices: list[CompletionChoice]
     usage: Optional[Usage] = None
 
 
-class CompletionChunkChoice(BaseModel):
-    index: int
-    text: str
+class CompletionChunkChoice(CompletionChoice):
     finish_reason: Optional[FinishReason] = None
-    logprobs: None = None
 
 
-class CompletionChunk(BaseModel):
+class CompletionChunk(TextCompletion):
     """One server-sent event of a streamed /v1/completions answer."""
 
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChunkChoice]
 
 

@@ -143,7 +143,19 @@ def _chat_chunker(completion_id: str, created: int, model_name: str) -> StreamCh
     return chunk
 
 
-def _add_completions(router: APIRouter, service: GenerationService, model_name: str) -> None:
+async def _generate(service: GenerationService, prompts: list, params: SamplingParams, body: Any, id_prefix: str,
+                    chunker: Callable[[str, int, str], StreamChunker], respond: Callable[..., Any]) -> Any:
+    """Generate ``body.n`` choices for ``prompts``: a stream of the chunker's payloads, or the response
+    ``respond(choices, id=..., created=..., model=..., usage=...)`` builds."""
+    completion_id, created, model_name = f"{id_prefix}-{uuid.uuid4().hex}", int(time.time()), service.config.model_name
+    chunk = chunker(completion_id, created, model_name) if body.stream else None
+    result = await _run(service, prompts, params, body.n, chunk, "n")
+    if body.stream:
+        return result
+    return respond(result, id=completion_id, created=created, model=model_name, usage=_usage(prompts, body.n, result))
+
+
+def _add_completions(router: APIRouter, service: GenerationService) -> None:
     @router.post("/v1/completions", response_model=CompletionResponse, responses=_responses(CompletionChunk))
     async def create_completion(body: CompletionRequest):
         service.check_model(body.model)
@@ -151,18 +163,12 @@ def _add_completions(router: APIRouter, service: GenerationService, model_name: 
         prompts = await service.encode(body.prompts(), "prompt")
         params = _params(body, service.max_tokens(body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, "max_tokens",
                                                   prompts))
-        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        chunk = _completion_chunker(completion_id, created, model_name)
-        result = await _run(service, prompts, params, body.n, chunk if body.stream else None, "n")
-        if body.stream:
-            return result
-        return CompletionResponse(
-            id=completion_id, created=created, model=model_name, usage=_usage(prompts, body.n, result),
-            choices=[CompletionChoice(index=c.index, text=c.text, finish_reason=c.finish_reason) for c in result],
-        )
+        return await _generate(service, prompts, params, body, "cmpl", _completion_chunker, lambda choices, **fields:
+                               CompletionResponse(**fields, choices=[CompletionChoice(
+                                   index=c.index, text=c.text, finish_reason=c.finish_reason) for c in choices]))
 
 
-def _add_chat(router: APIRouter, service: GenerationService, model_name: str) -> None:
+def _add_chat(router: APIRouter, service: GenerationService) -> None:
     @router.post("/v1/chat/completions", response_model=ChatResponse, responses=_responses(ChatChunk))
     async def create_chat_completion(body: ChatRequest):
         service.check_model(body.model)
@@ -171,16 +177,10 @@ def _add_chat(router: APIRouter, service: GenerationService, model_name: str) ->
         requested, param = ((body.max_completion_tokens, "max_completion_tokens") if body.max_completion_tokens
                             else (body.max_tokens, "max_tokens"))
         params = _params(body, service.max_tokens(requested, service.config.max_new_tokens, param, prompts))
-        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        chunk = _chat_chunker(completion_id, created, model_name)
-        result = await _run(service, prompts, params, body.n, chunk if body.stream else None, "n")
-        if body.stream:
-            return result
-        return ChatResponse(
-            id=completion_id, created=created, model=model_name, usage=_usage(prompts, body.n, result),
-            choices=[ChatChoice(index=c.index, message=AssistantMessage(content=c.text),
-                                finish_reason=c.finish_reason) for c in result],
-        )
+        return await _generate(service, prompts, params, body, "chatcmpl", _chat_chunker, lambda choices, **fields:
+                               ChatResponse(**fields, choices=[ChatChoice(
+                                   index=c.index, message=AssistantMessage(content=c.text),
+                                   finish_reason=c.finish_reason) for c in choices]))
 
 
 def _add_infer(router: APIRouter, service: GenerationService) -> None:
@@ -203,7 +203,7 @@ def build_router(service: GenerationService, dependencies: list) -> APIRouter:
     async def list_models() -> ModelList:
         return ModelList(data=[ModelCard(id=model_name, created=started)])
 
-    _add_completions(router, service, model_name)
-    _add_chat(router, service, model_name)
+    _add_completions(router, service)
+    _add_chat(router, service)
     _add_infer(router, service)
     return router

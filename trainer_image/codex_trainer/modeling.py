@@ -79,21 +79,15 @@ def resolve_model(
     return ResolvedModel(model_dir, f"{source.hub}@{model_dir.name}", source.trust_remote_code)
 
 
-def load_tokenizer(
-    source: ModelRef,
-    *,
-    token: Optional[str] = None,
-    models_dir: Optional[Path] = None,
-    data_root: Optional[Path] = None,
-    padding_side: str = "right",
-):
+def load_tokenizer(source: ModelRef, *, padding_side: str = "right", **where: Any):
     """The model's tokenizer with a pad token (eos when unset) and a chat template (ChatML when unset).
 
-    Training pads on the right; pass ``padding_side="left"`` for batched generation.
+    ``where`` is passed to :func:`resolve_model` (token, models_dir, data_root). Training pads on the
+    right; pass ``padding_side="left"`` for batched generation.
     """
     from transformers import AutoTokenizer
 
-    resolved = resolve_model(source, token=token, models_dir=models_dir, data_root=data_root)
+    resolved = resolve_model(source, **where)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=resolved.trust_remote_code)
     return prepare_tokenizer(tokenizer, padding_side)
 
