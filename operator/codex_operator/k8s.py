@@ -23,22 +23,16 @@ from . import metrics
 
 logger = logging.getLogger(__name__)
 
-# (apiVersion, kind) -> plural, for every kind the operator reads or writes.
-PLURALS: dict[tuple[str, str], str] = {
-    ("v1", "ConfigMap"): "configmaps",
-    ("v1", "Event"): "events",
-    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
-    ("v1", "Pod"): "pods",
-    ("v1", "Service"): "services",
-    ("v1", "ServiceAccount"): "serviceaccounts",
-    ("apps/v1", "Deployment"): "deployments",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("batch/v1", "Job"): "jobs",
-    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
-    ("codex.dev/v1alpha1", "CodexTrainingRun"): "codextrainingruns",
-    ("codex.dev/v1alpha1", "CodexModel"): "codexmodels",
+# Every kind the operator reads or writes, by apiVersion; each one's plural is regular (kind + "s").
+KINDS: dict[str, tuple[str, ...]] = {
+    "v1": ("ConfigMap", "Event", "PersistentVolumeClaim", "Pod", "Service", "ServiceAccount"),
+    "apps/v1": ("Deployment",),
+    "autoscaling/v2": ("HorizontalPodAutoscaler",),
+    "batch/v1": ("Job",),
+    "rbac.authorization.k8s.io/v1": ("Role", "RoleBinding"),
+    "codex.dev/v1alpha1": ("CodexTrainingRun", "CodexModel"),
 }
+PLURALS: dict[tuple[str, str], str] = {(v, k): k.lower() + "s" for v, kinds in KINDS.items() for k in kinds}
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The field manager of everything the operator applies (metadata.managedFields names it).

@@ -7,6 +7,7 @@ restart at any point finds (instead of duplicating) what an earlier process crea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any, Mapping
@@ -105,32 +106,14 @@ def model_selector(model_name: str) -> dict[str, str]:
 # Server-side label selector for the operator's watches on Jobs, Pods and Deployments.
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={OPERATOR_NAME}"
 
-# Children of a run, by role.
-def spec_configmap_name(run: str) -> str:
-    return child_name(run, ROLE_SPEC)
-
-
-def checkpoint_pvc_name(run: str) -> str:
-    return child_name(run, ROLE_CHECKPOINTS)
-
-
-def trainer_account_name(run: str) -> str:
-    """The per-run ServiceAccount, Role and RoleBinding share this name."""
-    return child_name(run, ROLE_TRAINER)
-
-
-def job_name(run: str) -> str:
-    return child_name(run, ROLE_JOB)
-
-
-def workers_service_name(run: str) -> str:
-    return child_name(run, ROLE_WORKERS)
-
-
-# Children of a model.
-def server_name(model: str) -> str:
-    """The Deployment, Service and HPA of a CodexModel share this name."""
-    return child_name(model, ROLE_SERVER)
+# Children of a run, by role. The per-run ServiceAccount, Role and RoleBinding share one name.
+spec_configmap_name = functools.partial(child_name, role=ROLE_SPEC)
+checkpoint_pvc_name = functools.partial(child_name, role=ROLE_CHECKPOINTS)
+trainer_account_name = functools.partial(child_name, role=ROLE_TRAINER)
+job_name = functools.partial(child_name, role=ROLE_JOB)
+workers_service_name = functools.partial(child_name, role=ROLE_WORKERS)
+# Children of a model: the Deployment, Service and HPA of a CodexModel share one name.
+server_name = functools.partial(child_name, role=ROLE_SERVER)
 
 
 def owner_run_name(obj: Mapping[str, Any]) -> str | None:
