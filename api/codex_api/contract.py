@@ -13,7 +13,8 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from .base import ApiModel
-from .training_run import Artifact, Gates, Lineage, Metrics
+from .evaluation import Gates
+from .run_status import Artifact, Lineage, Metrics
 
 EXIT_OK = 0
 # Bad spec or bad data: retrying cannot help (podFailurePolicy FailJob).

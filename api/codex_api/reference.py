@@ -13,6 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from .base import GROUP_VERSION
+from .gates import GATES
 from .model import CodexModel
 from .training_run import CodexTrainingRun
 
@@ -55,6 +56,21 @@ def _table(model: type[BaseModel]) -> list[str]:
     return lines + [""]
 
 
+def _gates_table() -> list[str]:
+    """The gate registry as one table, so a reader sees every gate, its threshold and its test in one place."""
+    lines = ["### Quality gates", "",
+             "Each gate is one entry in `api/codex_api/gates.py`; its threshold is a field of "
+             "[Thresholds](#thresholds) and its result a field of [Gates](#gates).", "",
+             "| Gate (`status.gates`) | Threshold (`spec.evaluation.thresholds`) | Default | Passes when | Measures |",
+             "| --- | --- | --- | --- | --- |"]
+    for gate in GATES:
+        threshold = gate.threshold
+        default = "unset: skipped" if threshold.default is None else f"{threshold.default:g}"
+        test = f"value {'>=' if gate.bound == 'min' else '<='} `{threshold.wire}`"
+        lines.append(f"| `{gate.name}` | `{threshold.wire}` | {default} | {test} | {gate.description} |")
+    return lines + [""]
+
+
 def render() -> str:
     out = [
         "# API reference: codex.dev/v1alpha1",
@@ -77,6 +93,8 @@ def render() -> str:
                 queue.extend(_models(field.annotation))
         for model in seen:
             out += _table(model)
+        if kind is CodexTrainingRun:
+            out += _gates_table()
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, at_most_one, cel_at_most_one
 from .common import (
-    CONDITIONS_FIELD,
     NAME_PATTERN,
     QUANTITY_PATTERN,
-    Condition,
     DataSource,
     ModelSource,
     ObjectMeta,
@@ -21,15 +19,19 @@ from .common import (
     Toleration,
     refuse_inline_secrets,
 )
+from .evaluation import Evaluation
+# The evaluation and status types live in their own modules; they are imported here too so that
+# ``from codex_api.training_run import Gates`` (and the rest) keeps working for every importer.
+from .evaluation import DEFAULT_SAMPLES_PER_TASK, Gate, Gates, Thresholds  # noqa: F401
+from .run_status import Artifact, CodexTrainingRunStatus, Lineage, Metrics, Phase, Progress  # noqa: F401
 
 KIND = "CodexTrainingRun"
 PLURAL = "codextrainingruns"
 
 DatasetFormat = Literal["prompt-completion", "chat", "preference", "text"]
-Phase = Literal["Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"]
-GATE_NAMES = ("syntaxOk", "logicOk", "securityOk", "perfOk")
-# The CRD carries no defaults, so CEL rules that read an optional field fall back to this one explicitly.
-DEFAULT_SAMPLES_PER_TASK = 5
+# The spec fields (wire names) that define what is trained, so a started run may not change them. Read by
+# the CEL transition rules below, the Job builder's training hashes and the trainer's resume check.
+IMMUTABLE_FIELDS = ("baseModel", "dataset", "method", "lora", "training")
 
 
 class Dataset(ApiModel):
@@ -180,61 +182,6 @@ class Checkpointing(ApiModel):
     keep_last: int = Field(2, description="keepLast is how many checkpoints are kept. Defaults to 2.", ge=1, le=100)
 
 
-class Thresholds(ApiModel):
-    """Quality gates: the share of generated completions that must pass each check, in [0, 1]."""
-
-    syntax_ok: float = Field(0.8, description="syntaxOk: completions that parse. Defaults to 0.8.", ge=0, le=1)
-    logic_ok: float = Field(0.8, description="logicOk: completions that pass their tests. Defaults to 0.8.", ge=0, le=1)
-    security_ok: float = Field(
-        0.9, description="securityOk: completions with no bandit finding of medium severity or above. Defaults to 0.9.",
-        ge=0, le=1,
-    )
-    perf_ok: float = Field(
-        0.6, description="perfOk: completions that finish within evaluation.timeoutSeconds. Defaults to 0.6.",
-        ge=0, le=1,
-    )
-    max_perplexity: Optional[float] = Field(
-        None, description="maxPerplexity fails the run when validation perplexity is above it. Unset skips the check.",
-        gt=1,
-    )
-
-
-class Evaluation(ApiModel):
-    """Evaluation after training: loss and perplexity, then pass@k on code tasks in a sandbox."""
-
-    __rules__ = (
-        Rule(
-            cel="!has(self.k) || self.k.all(k, k <= (has(self.samplesPerTask) ? self.samplesPerTask : "
-            f"{DEFAULT_SAMPLES_PER_TASK}))",
-            message="every k must be at most samplesPerTask",
-            check=lambda m: all(k <= m.samples_per_task for k in m.k),
-            field="k",
-        ),
-    )
-
-    tasks: Optional[DataSource] = Field(
-        None, description="tasks are HumanEval-format records {task_id, prompt, test, entry_point}. Unset skips "
-        "pass@k and the code gates; loss and perplexity are still computed.",
-    )
-    samples_per_task: int = Field(
-        DEFAULT_SAMPLES_PER_TASK, description=f"samplesPerTask is n in pass@k. Defaults to {DEFAULT_SAMPLES_PER_TASK}.",
-        ge=1, le=200,
-    )
-    k: list[int] = Field(
-        default_factory=lambda: [1], description="k lists the k values reported as pass@k. Defaults to [1].",
-        min_length=1, max_length=8,
-    )
-    max_new_tokens: int = Field(256, description="maxNewTokens per completion. Defaults to 256.", ge=1, le=8192)
-    temperature: float = Field(
-        0.8, description="temperature for sampling completions; 0 means greedy. Defaults to 0.8.", ge=0, le=2
-    )
-    timeout_seconds: float = Field(
-        5.0, description="timeoutSeconds is the wall-time budget per completion's test run; perfOk counts those "
-        "within it. Defaults to 5.", gt=0, le=600,
-    )
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="thresholds are the quality gates.")
-
-
 class HubDestination(ApiModel):
     """A Hugging Face Hub model repo that receives the adapter."""
 
@@ -306,17 +253,11 @@ class CodexTrainingRunSpec(ApiModel):
         Rule(
             cel=f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
             message=f"spec.{name} is immutable once the run has started; create a new run instead",
-            check=lambda new, old, attr=attr: getattr(new, attr) == getattr(old, attr),
+            check=lambda new, old, attr=to_snake(name): getattr(new, attr) == getattr(old, attr),
             field=name,
             transition=True,
         )
-        for name, attr in (
-            ("baseModel", "base_model"),
-            ("dataset", "dataset"),
-            ("method", "method"),
-            ("lora", "lora"),
-            ("training", "training"),
-        )
+        for name in IMMUTABLE_FIELDS
     ) + (
         Rule(
             cel="(has(self.method) && self.method == 'dpo') == "
@@ -341,97 +282,6 @@ class CodexTrainingRunSpec(ApiModel):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="evaluation configures metrics and gates.")
     output: Output = Field(description="output says where the adapter is published.")
     job: JobSettings = Field(default_factory=JobSettings, description="job tunes the Kubernetes Job.")
-
-
-class Progress(ApiModel):
-    """Live training progress, written by the trainer."""
-
-    stage: Optional[Literal["prepare", "train", "evaluate", "save", "push", "report"]] = Field(
-        None, description="stage is the trainer stage running now; evaluate and push map to the run's "
-        "Evaluating and Pushing phases."
-    )
-    step: int = Field(0, description="step is the optimizer step reached. Defaults to 0.")
-    total_steps: int = Field(0, description="totalSteps is the planned number of optimizer steps. Defaults to 0.")
-    epoch: float = Field(0.0, description="epoch reached, fractional. Defaults to 0.")
-    loss: Optional[float] = Field(None, description="loss is the latest training loss.")
-    eta_seconds: Optional[int] = Field(None, description="etaSeconds is the estimated time to the end of training.")
-    percent: int = Field(0, description="percent of training done, 0-100. Defaults to 0.", ge=0, le=100)
-    updated_at: Optional[datetime] = Field(None, description="updatedAt is when the trainer last reported.")
-
-
-class Metrics(ApiModel):
-    """Results of training and evaluation."""
-
-    train_loss: Optional[float] = Field(None, description="trainLoss is the mean training loss of the run.")
-    eval_loss: Optional[float] = Field(None, description="evalLoss is the loss on the validation split.")
-    perplexity: Optional[float] = Field(None, description="perplexity is exp(evalLoss).")
-    pass_at_k: dict[str, float] = Field(
-        default_factory=dict, description="passAtK maps \"pass@k\" to the unbiased estimate. Defaults to {}."
-    )
-    train_tokens: Optional[int] = Field(None, description="trainTokens is the number of tokens trained on.")
-
-
-class Gate(ApiModel):
-    """One quality gate."""
-
-    value: float = Field(description="value measured, in [0, 1].")
-    threshold: float = Field(description="threshold from spec.evaluation.thresholds.")
-    passed: bool = Field(description="passed is value >= threshold.")
-
-
-class Gates(ApiModel):
-    """All gates and their verdict."""
-
-    passed: bool = Field(description="passed is true when every evaluated gate passed.")
-    syntax_ok: Optional[Gate] = Field(None, description="syntaxOk: share of completions that parse.")
-    logic_ok: Optional[Gate] = Field(None, description="logicOk: share that pass their tests.")
-    security_ok: Optional[Gate] = Field(None, description="securityOk: share with no medium+ bandit finding.")
-    perf_ok: Optional[Gate] = Field(None, description="perfOk: share within the time budget.")
-    perplexity: Optional[Gate] = Field(
-        None, description="perplexity: value is the perplexity, threshold the maximum; passed when below."
-    )
-
-
-class Artifact(ApiModel):
-    """Where the adapter was published."""
-
-    hub_repo: Optional[str] = Field(None, description="hubRepo is the Hub repo id the adapter was pushed to.")
-    commit_sha: Optional[str] = Field(None, description="commitSha is the Hub commit that holds the adapter.")
-    revision: Optional[str] = Field(None, description="revision identifies the adapter: the commit SHA, or a "
-                                    "content hash for PVC-only runs.")
-    path: Optional[str] = Field(None, description="path is the adapter directory on the output PVC.")
-    claim_name: Optional[str] = Field(None, description="claimName is the output PVC.")
-    size_bytes: Optional[int] = Field(None, description="sizeBytes is the adapter's size on disk.")
-
-
-class Lineage(ApiModel):
-    """What produced the adapter, for reproducibility."""
-
-    base_model_revision: Optional[str] = Field(None, description="baseModelRevision is the resolved base model.")
-    dataset_sha256: Optional[str] = Field(None, description="datasetSha256 is the hash of the dataset bytes read.")
-    config_hash: Optional[str] = Field(None, description="configHash is the sha256 of the rendered trainer spec.")
-    image: Optional[str] = Field(None, description="image is the trainer image that ran.")
-
-
-class CodexTrainingRunStatus(ApiModel):
-    """CodexTrainingRunStatus is what the operator and the trainer observed."""
-
-    phase: Optional[Phase] = Field(None, description="phase is Pending, Running, Evaluating, Pushing, Succeeded or "
-                                   "Failed.")
-    conditions: list[Condition] = Field(default_factory=list, **CONDITIONS_FIELD)
-    observed_generation: Optional[int] = Field(None, description="observedGeneration is the last generation "
-                                               "reconciled.")
-    job_name: Optional[str] = Field(None, description="jobName is the training Job.")
-    attempts: int = Field(0, description="attempts counts the trainer pods started. Defaults to 0.")
-    start_time: Optional[datetime] = Field(None, description="startTime is when the Job was created.")
-    completion_time: Optional[datetime] = Field(None, description="completionTime is when the run finished.")
-    duration_seconds: Optional[float] = Field(None, description="durationSeconds from startTime to completionTime.")
-    progress: Optional[Progress] = Field(None, description="progress of training, written by the trainer.")
-    metrics: Optional[Metrics] = Field(None, description="metrics from training and evaluation.")
-    gates: Optional[Gates] = Field(None, description="gates are the quality gates and their verdict.")
-    artifact: Optional[Artifact] = Field(None, description="artifact is the published adapter.")
-    lineage: Optional[Lineage] = Field(None, description="lineage records what produced the adapter.")
-    message: Optional[str] = Field(None, description="message is a one-line summary of the state.")
 
 
 class CodexTrainingRun(ApiModel):

@@ -88,6 +88,16 @@ def test_cel_rules_name_fields():
     assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
 
 
+def test_transition_rules_are_exactly_the_immutable_fields():
+    """The CEL rules come from IMMUTABLE_FIELDS, which the Job builder and the trainer read too."""
+    from codex_api.training_run import IMMUTABLE_FIELDS
+
+    spec = crdgen.training_run_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    transition = [rule["fieldPath"] for rule in spec["x-kubernetes-validations"] if "oldSelf" in rule["rule"]]
+    assert transition == [f".{name}" for name in IMMUTABLE_FIELDS]
+    assert set(IMMUTABLE_FIELDS) <= set(spec["properties"])
+
+
 def test_api_reference_is_current(repo_root):
     from codex_api import reference
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_api.training_run import CodexTrainingRunSpec, Lora, Training
+from codex_api.training_run import IMMUTABLE_FIELDS, CodexTrainingRunSpec, Lora, Training
 from codex_trainer import arguments, launcher
 from codex_trainer.errors import InvalidSpecError
 
@@ -77,6 +77,13 @@ def test_cpu_feeds_packed_rows_one_per_micro_batch():
     assert "per_device_train_batch_size" not in arguments.sft_kwargs(packed, cuda=True)
     unpacked = spec(training={"perDeviceBatchSize": 4, "packing": False})
     assert "per_device_train_batch_size" not in arguments.sft_kwargs(unpacked, cuda=False)
+
+
+def test_training_config_hash_covers_exactly_the_immutable_fields(monkeypatch):
+    hashed = []
+    monkeypatch.setattr(arguments, "canonical_hash", lambda value: hashed.append(value) or "hash")
+    arguments.training_config_hash(spec())
+    assert list(hashed[0]) == list(IMMUTABLE_FIELDS)
 
 
 def test_training_config_hash_ignores_output_and_evaluation():

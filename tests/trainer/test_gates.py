@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.gate_kit import outcome
 from codex_api.training_run import Thresholds
 from codex_trainer.data import Task
 from codex_trainer.evaluation import generation_prompt, program_for, score_samples, truncate_completion
@@ -42,14 +43,13 @@ def test_bandit_flags_medium_and_high_only():
     assert severe_findings(sources) == [["B307"], ["B602"], [], [], []]
 
 
-def score(**flags) -> SampleScore:
-    values = {"syntax_ok": True, "logic_ok": True, "security_ok": True, "perf_ok": True, **flags}
-    return SampleScore("t", status="passed", elapsed=0.1, **values)
+def score(**facts) -> SampleScore:
+    return SampleScore.of(outcome(**facts))
 
 
 def test_verdict_compares_every_gate_with_its_threshold():
-    scores = [score(), score(logic_ok=False), score(logic_ok=False, perf_ok=False), score(security_ok=False)]
-    gates = verdict(scores, Thresholds(syntax_ok=1.0, logic_ok=0.5, security_ok=0.9, perf_ok=0.75), None)
+    scores = [score(), score(passed=False), score(passed=False, in_time=False), score(bandit=("B307",))]
+    gates = verdict(scores, Thresholds(syntax_ok=1.0, logic_ok=0.5, security_ok=0.9, perf_ok=0.75), {})
     assert gates.to_wire() == {
         "passed": False,
         "syntaxOk": {"value": 1.0, "threshold": 1.0, "passed": True},
@@ -60,10 +60,19 @@ def test_verdict_compares_every_gate_with_its_threshold():
 
 
 def test_perplexity_gate_and_no_tasks():
-    assert verdict([], Thresholds(), None).to_wire() == {"passed": True}
-    gates = verdict([], Thresholds(max_perplexity=20), 25.5)
+    assert verdict([], Thresholds(), {"perplexity": None}).to_wire() == {"passed": True}
+    gates = verdict([], Thresholds(max_perplexity=20), {"perplexity": 25.5})
     assert gates.to_wire() == {"passed": False, "perplexity": {"value": 25.5, "threshold": 20.0, "passed": False}}
-    assert verdict([], Thresholds(max_perplexity=20), 3.0).passed
+    assert verdict([], Thresholds(max_perplexity=20), {"perplexity": 3.0}).passed
+    unmeasured = verdict([], Thresholds(max_perplexity=20), {"perplexity": None})  # no validation records
+    assert unmeasured.to_wire()["perplexity"] == {"value": 1e30, "threshold": 20.0, "passed": False}
+
+
+def test_results_row_has_one_column_per_gate():
+    assert score(parses=False, passed=False, in_time=False, status="syntax-error", elapsed=0.0).row() == {
+        "task_id": "t", "syntax_ok": False, "logic_ok": False, "security_ok": True, "perf_ok": False,
+        "status": "syntax-error", "elapsed": 0.0, "bandit": [],
+    }
 
 
 @pytest.mark.parametrize("generated,body", [
@@ -82,11 +91,16 @@ def test_scoring_runs_each_completion_in_the_sandbox():
     completions = [["\n    return a + b\n", "\n    return a - b\n", "\n    return eval('a+b')\n", "\n    retur a\n",
                     "\n    while True:\n        pass\n"]]
     scores = score_samples([task], completions, timeout_seconds=1.0)
-    assert [(s.syntax_ok, s.logic_ok, s.security_ok, s.perf_ok, s.status) for s in scores] == [
-        (True, True, True, True, "passed"),
-        (True, False, True, True, "failed"),
-        (True, True, False, True, "passed"),
-        (False, False, True, False, "syntax-error"),
-        (True, False, True, False, "timeout"),
+    assert [(s.outcome.parses, s.outcome.passed, s.outcome.bandit, s.outcome.in_time, s.outcome.status)
+            for s in scores] == [
+        (True, True, (), True, "passed"),
+        (True, False, (), True, "failed"),
+        (True, True, ("B307",), True, "passed"),
+        (False, False, (), False, "syntax-error"),
+        (True, False, (), False, "timeout"),
+    ]
+    assert [tuple(s.gates.values()) for s in scores] == [
+        (True, True, True, True), (True, False, True, True), (True, True, False, True), (False, False, True, False),
+        (True, False, True, False),
     ]
     assert program_for(task, "\n    return a + b\n").endswith("check(add)\n")

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from codex_api.training_run import CodexTrainingRunSpec, Lora, Training
+from codex_api.training_run import IMMUTABLE_FIELDS, CodexTrainingRunSpec, Lora, Training
 
 DEFAULT_WARMUP_RATIO = 0.03
-# Fields that change what a checkpoint means; a resume with different values is warned about.
-TRAINING_FIELDS = ("baseModel", "dataset", "method", "lora", "training")
 
 
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> tuple[dict[str, bool], Optional[str]]:
@@ -121,6 +119,7 @@ def canonical_hash(value: Any) -> str:
 
 
 def training_config_hash(spec: CodexTrainingRunSpec) -> str:
-    """Hash of the fields that define what is trained (the CRD makes them immutable once started)."""
+    """Hash of the fields that define what is trained, which is what a checkpoint means: a resume whose
+    hash differs is warned about. They are the fields the CRD makes immutable once a run starts."""
     wire = spec.to_wire()
-    return canonical_hash({name: wire.get(name) for name in TRAINING_FIELDS})
+    return canonical_hash({name: wire.get(name) for name in IMMUTABLE_FIELDS})

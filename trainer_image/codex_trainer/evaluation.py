@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict
 from typing import Any, Sequence
 
 import torch
+from codex_api.gates import SampleOutcome
 
 from .data import Task
 from .gates import SampleScore, parses, severe_findings
@@ -77,30 +77,34 @@ def program_for(task: Task, completion: str) -> str:
     return f"{generation_prompt(task.prompt)}{completion}\n\n{task.test}\n\ncheck({task.entry_point})\n"
 
 
+def run_outcome(task: Task, completion: str, severe: Sequence[str], limits: Limits) -> SampleOutcome:
+    """What one completion does: whether it parses, and if so how its sandboxed test run ended."""
+    program = program_for(task, completion)
+    if not parses(program):
+        return SampleOutcome(task_id=task.task_id, parses=False, passed=False, in_time=False, bandit=tuple(severe),
+                             status="syntax-error", elapsed=0.0)
+    result = run_untrusted(program, limits)
+    return SampleOutcome(task_id=task.task_id, parses=True, passed=result.passed, in_time=result.in_time,
+                         bandit=tuple(severe), status=result.status, elapsed=round(result.elapsed, 3))
+
+
 def score_samples(tasks: Sequence[Task], completions: Sequence[Sequence[str]], timeout_seconds: float) -> list[SampleScore]:
-    """Syntax, bandit and a sandboxed test run for every completion. Never raises for what the code does."""
+    """Bandit, syntax and a sandboxed test run for every completion, scored by every per-sample gate.
+    Never raises for what the code does."""
     flat = [(task, completion) for task, group in zip(tasks, completions) for completion in group]
     findings = severe_findings([generation_prompt(task.prompt) + completion for task, completion in flat])
     limits = Limits(timeout_seconds=timeout_seconds)
-    scores = []
-    for (task, completion), severe in zip(flat, findings):
-        syntax_ok = parses(program_for(task, completion))
-        if syntax_ok:
-            result = run_untrusted(program_for(task, completion), limits)
-            status, elapsed, logic_ok, in_time = result.status, result.elapsed, result.passed, result.in_time
-        else:
-            status, elapsed, logic_ok, in_time = "syntax-error", 0.0, False, False
-        scores.append(SampleScore(task.task_id, syntax_ok, logic_ok, not severe, in_time, status,
-                                  round(elapsed, 3), tuple(severe)))
-    event("evaluate", "samples.scored", samples=len(scores), passed=sum(s.logic_ok for s in scores))
+    scores = [SampleScore.of(run_outcome(task, completion, severe, limits))
+              for (task, completion), severe in zip(flat, findings)]
+    event("evaluate", "samples.scored", samples=len(scores), passed=sum(s.outcome.passed for s in scores))
     return scores
 
 
 def correct_per_task(tasks: Sequence[Task], scores: Sequence[SampleScore]) -> list[tuple[int, int]]:
     counts = {task.task_id: [0, 0] for task in tasks}
     for score in scores:
-        counts[score.task_id][0] += 1
-        counts[score.task_id][1] += int(score.logic_ok)
+        counts[score.outcome.task_id][0] += 1
+        counts[score.outcome.task_id][1] += int(score.outcome.passed)
     return [(n, c) for n, c in counts.values()]
 
 
@@ -140,4 +144,4 @@ def completion_loss(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]
 def samples_table(scores: Sequence[SampleScore], completions: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
     """Per-sample rows for results.json."""
     flat = [completion for group in completions for completion in group]
-    return [{**asdict(score), "completion": completion} for score, completion in zip(scores, flat)]
+    return [{**score.row(), "completion": completion} for score, completion in zip(scores, flat)]

@@ -1,10 +1,8 @@
-"""Scoring generated code: unbiased pass@k, the four quality gates, and the verdict against thresholds.
+"""Scoring generated code: unbiased pass@k, bandit, and the verdict of every registered gate.
 
-- ``syntax_ok``: the share of completions whose program (prompt + completion) parses;
-- ``logic_ok``: the share that pass their task's tests in the sandbox;
-- ``security_ok``: the share with no bandit finding of medium severity or above;
-- ``perf_ok``: the share whose test run finished (pass or fail) within ``timeoutSeconds``,
-  i.e. was not stopped by the wall-clock or CPU limit.
+The gates themselves (what each scores, its threshold and its bound) are declared once in
+:mod:`codex_api.gates`; here each completion's outcome is scored by every per-sample gate and
+the verdict iterates the registry, so a new gate needs no edit in this file.
 """
 
 from __future__ import annotations
@@ -14,14 +12,13 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-from codex_api.training_run import Gate, Gates, Thresholds
+from codex_api.evaluation import Gate, Gates, Thresholds
+from codex_api.gates import GATES, SampleOutcome, sample_gates
 
 SEVERE = ("MEDIUM", "HIGH")
-# Perplexity when it could not be measured: finite, so the status stays valid JSON, and fails any maximum.
-UNMEASURED = 1e30
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -70,29 +67,34 @@ def severe_findings(sources: Sequence[str]) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class SampleScore:
-    task_id: str
-    syntax_ok: bool
-    logic_ok: bool
-    security_ok: bool
-    perf_ok: bool
-    status: str
-    elapsed: float
-    bandit: tuple[str, ...] = ()
+    """One completion: what running it showed, and pass (True), fail (False) or not counted (None) per gate."""
+
+    outcome: SampleOutcome
+    gates: Mapping[str, Optional[bool]]
+
+    @classmethod
+    def of(cls, outcome: SampleOutcome) -> "SampleScore":
+        return cls(outcome, {gate.name: gate.scored(outcome) for gate in sample_gates()})
+
+    def row(self) -> dict[str, Any]:
+        """The results.json row: the outcome's task, status, time and findings, and one column per gate."""
+        outcome = self.outcome
+        marks = {gate.attr: self.gates[gate.name] for gate in sample_gates()}
+        return {"task_id": outcome.task_id, **marks, "status": outcome.status, "elapsed": outcome.elapsed,
+                "bandit": list(outcome.bandit)}
 
 
-def share(scores: Sequence[SampleScore], attribute: str) -> float:
-    return round(sum(getattr(s, attribute) for s in scores) / len(scores), 6) if scores else 0.0
+def verdict(scores: Sequence[SampleScore], thresholds: Thresholds,
+            measurements: Mapping[str, Optional[float]]) -> Gates:
+    """Every registered gate that has something to gate and a threshold, and whether it meets it.
 
-
-def verdict(scores: Sequence[SampleScore], thresholds: Thresholds, perplexity: Optional[float]) -> Gates:
-    """The gates measured and whether each meets its threshold; with no tasks only perplexity is gated."""
+    With no tasks only the metric gates (perplexity) are measured; an unset optional threshold skips its gate.
+    """
+    outcomes = [score.outcome for score in scores]
     gates: dict[str, Gate] = {}
-    if scores:
-        for name in ("syntax_ok", "logic_ok", "security_ok", "perf_ok"):
-            value, threshold = share(scores, name), getattr(thresholds, name)
-            gates[name] = Gate(value=value, threshold=threshold, passed=value >= threshold)
-    if thresholds.max_perplexity is not None:
-        value = perplexity if perplexity is not None else UNMEASURED  # no validation records
-        gates["perplexity"] = Gate(value=round(value, 4), threshold=thresholds.max_perplexity,
-                                   passed=value <= thresholds.max_perplexity)
+    for gate in GATES:
+        threshold = getattr(thresholds, gate.threshold.attr)
+        value = gate.measure(outcomes, measurements)
+        if threshold is not None and value is not None:
+            gates[gate.attr] = Gate(value=value, threshold=threshold, passed=gate.judge(value, threshold))
     return Gates(passed=all(gate.passed for gate in gates.values()), **gates)

@@ -205,7 +205,7 @@ class Recipe:
         self.metrics = self.metrics.model_copy(update={
             "eval_loss": None if eval_loss is None else round(eval_loss, 6), "perplexity": ppl,
             "pass_at_k": pass_at_k})
-        self.gates = verdict(scores, self.spec.evaluation.thresholds, ppl)
+        self.gates = verdict(scores, self.spec.evaluation.thresholds, {"perplexity": ppl})
         self.results["samples"] = samples_table(scores, completions)
         self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
         event("evaluate", "done", **self.metrics.to_wire(), gates=self.gates.to_wire())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from codex_api import CodexTrainingRun, CodexTrainingRunSpec, contract, paths
+from codex_api.training_run import IMMUTABLE_FIELDS
 
 from .. import names
 from ..config import OperatorConfig
@@ -26,8 +27,6 @@ from .pvc import checkpoint_claim_name
 from .rbac import uses_own_account
 from .service import RENDEZVOUS_PORT
 
-# The spec fields a started run may not change (the CRD's CEL transition rules say the same).
-IMMUTABLE_FIELDS = ("baseModel", "dataset", "method", "lora", "training")
 TMP_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
 

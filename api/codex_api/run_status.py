@@ -1,0 +1,90 @@
+"""CodexTrainingRunStatus: what the operator and the trainer observed, and its parts.
+
+The trainer writes progress, and its termination report fills metrics, gates, artifact and
+lineage (:mod:`codex_api.contract`); the operator writes the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from .base import ApiModel
+from .common import CONDITIONS_FIELD, Condition
+from .evaluation import Gates
+
+Phase = Literal["Pending", "Running", "Evaluating", "Pushing", "Succeeded", "Failed"]
+
+
+class Progress(ApiModel):
+    """Live training progress, written by the trainer."""
+
+    stage: Optional[Literal["prepare", "train", "evaluate", "save", "push", "report"]] = Field(
+        None, description="stage is the trainer stage running now; evaluate and push map to the run's "
+        "Evaluating and Pushing phases."
+    )
+    step: int = Field(0, description="step is the optimizer step reached. Defaults to 0.")
+    total_steps: int = Field(0, description="totalSteps is the planned number of optimizer steps. Defaults to 0.")
+    epoch: float = Field(0.0, description="epoch reached, fractional. Defaults to 0.")
+    loss: Optional[float] = Field(None, description="loss is the latest training loss.")
+    eta_seconds: Optional[int] = Field(None, description="etaSeconds is the estimated time to the end of training.")
+    percent: int = Field(0, description="percent of training done, 0-100. Defaults to 0.", ge=0, le=100)
+    updated_at: Optional[datetime] = Field(None, description="updatedAt is when the trainer last reported.")
+
+
+class Metrics(ApiModel):
+    """Results of training and evaluation."""
+
+    train_loss: Optional[float] = Field(None, description="trainLoss is the mean training loss of the run.")
+    eval_loss: Optional[float] = Field(None, description="evalLoss is the loss on the validation split.")
+    perplexity: Optional[float] = Field(None, description="perplexity is exp(evalLoss).")
+    pass_at_k: dict[str, float] = Field(
+        default_factory=dict, description="passAtK maps \"pass@k\" to the unbiased estimate. Defaults to {}."
+    )
+    train_tokens: Optional[int] = Field(None, description="trainTokens is the number of tokens trained on.")
+
+
+class Artifact(ApiModel):
+    """Where the adapter was published."""
+
+    hub_repo: Optional[str] = Field(None, description="hubRepo is the Hub repo id the adapter was pushed to.")
+    commit_sha: Optional[str] = Field(None, description="commitSha is the Hub commit that holds the adapter.")
+    revision: Optional[str] = Field(None, description="revision identifies the adapter: the commit SHA, or a "
+                                    "content hash for PVC-only runs.")
+    path: Optional[str] = Field(None, description="path is the adapter directory on the output PVC.")
+    claim_name: Optional[str] = Field(None, description="claimName is the output PVC.")
+    size_bytes: Optional[int] = Field(None, description="sizeBytes is the adapter's size on disk.")
+
+
+class Lineage(ApiModel):
+    """What produced the adapter, for reproducibility."""
+
+    base_model_revision: Optional[str] = Field(None, description="baseModelRevision is the resolved base model.")
+    dataset_sha256: Optional[str] = Field(None, description="datasetSha256 is the hash of the dataset bytes read.")
+    config_hash: Optional[str] = Field(None, description="configHash is the sha256 of the rendered trainer spec.")
+    image: Optional[str] = Field(None, description="image is the trainer image that ran.")
+
+
+class CodexTrainingRunStatus(ApiModel):
+    """CodexTrainingRunStatus is what the operator and the trainer observed."""
+
+    phase: Optional[Phase] = Field(None, description="phase is Pending, Running, Evaluating, Pushing, Succeeded or "
+                                   "Failed.")
+    conditions: list[Condition] = Field(default_factory=list, **CONDITIONS_FIELD)
+    observed_generation: Optional[int] = Field(None, description="observedGeneration is the last generation "
+                                               "reconciled.")
+    job_name: Optional[str] = Field(None, description="jobName is the training Job.")
+    attempts: int = Field(0, description="attempts counts the trainer pods started. Defaults to 0.")
+    start_time: Optional[datetime] = Field(None, description="startTime is when the Job was created.")
+    completion_time: Optional[datetime] = Field(None, description="completionTime is when the run finished.")
+    duration_seconds: Optional[float] = Field(None, description="durationSeconds from startTime to completionTime.")
+    progress: Optional[Progress] = Field(None, description="progress of training, written by the trainer.")
+    metrics: Optional[Metrics] = Field(None, description="metrics from training and evaluation.")
+    gates: Optional[Gates] = Field(  # type: ignore[valid-type]
+        None, description="gates are the quality gates and their verdict."
+    )
+    artifact: Optional[Artifact] = Field(None, description="artifact is the published adapter.")
+    lineage: Optional[Lineage] = Field(None, description="lineage records what produced the adapter.")
+    message: Optional[str] = Field(None, description="message is a one-line summary of the state.")
