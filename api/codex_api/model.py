@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
+from . import runtimes
 from .base import ApiModel, Rule, cel_exactly_one, exactly_one
 from .common import (
     CONDITIONS_FIELD,
@@ -26,6 +27,8 @@ KIND = "CodexModel"
 PLURAL = "codexmodels"
 
 ModelPhase = Literal["Pending", "Progressing", "Available", "Degraded"]
+# spec.runtime's values: the runtime catalogue's names (codex_api.runtimes).
+RuntimeName = Literal[runtimes.NAMES]
 
 
 class HubAdapter(ApiModel):
@@ -147,6 +150,17 @@ class ServiceSettings(ApiModel):
     port: int = Field(8000, description="port the Service listens on. Defaults to 8000.", ge=1, le=65535)
 
 
+def _cannot_load_embedded(runtime: str) -> Rule:
+    """The rule a catalogue entry with ``loads_embedded=False`` adds, so the apiserver refuses the spec."""
+    return Rule(
+        cel=f"!has(self.runtime) || self.runtime != '{runtime}' || !has(self.baseModel) || "
+            "!has(self.baseModel.embedded)",
+        message=f"the {runtime} runtime cannot load an embedded model; use hub or pvc",
+        check=lambda m: m.runtime != runtime or m.base_model is None or m.base_model.embedded is None,
+        field="runtime",
+    )
+
+
 class CodexModelSpec(ApiModel):
     """CodexModelSpec is the desired inference deployment."""
 
@@ -157,12 +171,7 @@ class CodexModelSpec(ApiModel):
             check=lambda m: m.base_model is not None or m.adapter.from_training_run is not None,
             field="baseModel",
         ),
-        Rule(
-            cel="!has(self.runtime) || self.runtime != 'vllm' || !has(self.baseModel) || !has(self.baseModel.embedded)",
-            message="the vllm runtime cannot load an embedded model; use hub or pvc",
-            check=lambda m: m.runtime != "vllm" or m.base_model is None or m.base_model.embedded is None,
-            field="runtime",
-        ),
+        *(_cannot_load_embedded(r.name) for r in runtimes.RUNTIMES if not r.loads_embedded),
     )
 
     base_model: Optional[ModelSource] = Field(
@@ -170,9 +179,7 @@ class CodexModelSpec(ApiModel):
         "run's own baseModel.",
     )
     adapter: Adapter = Field(description="adapter is the LoRA adapter to serve.")
-    runtime: Literal["builtin", "vllm"] = Field(
-        "builtin", description="runtime is builtin (codex-serve, CPU or GPU) or vllm (GPU). Defaults to builtin."
-    )
+    runtime: RuntimeName = Field(runtimes.DEFAULT, description=runtimes.field_description())
     replicas: int = Field(1, description="replicas when autoscaling is unset. Defaults to 1.", ge=0, le=1000)
     resources: ModelResources = Field(default_factory=ModelResources, description="resources per pod.")
     autoscaling: Optional[Autoscaling] = Field(None, description="autoscaling adds an HPA and overrides replicas.")
@@ -190,6 +197,11 @@ class ServedAdapter(ApiModel):
     claim_name: Optional[str] = Field(None, description="claimName is the PVC holding it.")
     path: Optional[str] = Field(None, description="path inside the PVC.")
     training_run: Optional[str] = Field(None, description="trainingRun that produced it.")
+
+    @property
+    def origin(self) -> Optional[str]:
+        """What events, messages and the rollout annotation call it: its run, Hub repo or PVC."""
+        return self.training_run or self.repo or self.claim_name
 
 
 class CodexModelStatus(ApiModel):

@@ -12,20 +12,26 @@ from typing import Any, Iterable, Mapping, Optional
 
 from codex_api import CodexModel
 from codex_api.common import ModelSource
+from codex_api.model import ServedAdapter
 
 from .conditions import parse_time
 
 
 @dataclass(frozen=True)
 class Resolution:
-    """The adapter to serve (status.servedAdapter, camelCase) and the base model it needs."""
+    """The adapter to serve (what status.servedAdapter reports) and the base model it needs."""
 
-    served_adapter: Optional[dict[str, Any]]
+    served_adapter: Optional[ServedAdapter]
     base_model: Optional[ModelSource]
     # Why nothing can be served yet (None when served_adapter is set).
     waiting: Optional[str] = None
     # The adapter's LoRA rank when known (a run's spec.lora.r): vLLM sizes its LoRA slots from it.
     lora_rank: Optional[int] = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether there is something to serve: an adapter and the base model it needs."""
+        return self.served_adapter is not None and self.base_model is not None
 
 
 def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
@@ -63,20 +69,16 @@ def newest_passing_run(model: CodexModel, runs: Iterable[Mapping[str, Any]]) -> 
     return max(candidates, key=order, default=None)
 
 
-def adapter_from_run(run: Mapping[str, Any]) -> dict[str, Any]:
+def adapter_from_run(run: Mapping[str, Any]) -> ServedAdapter:
     """servedAdapter for a run's artifact: the PVC copy when there is one (no download), else the Hub."""
     artifact = (run.get("status") or {}).get("artifact") or {}
-    served: dict[str, Any] = {"source": "trainingRun", "trainingRun": run["metadata"]["name"]}
     revision = artifact.get("revision") or artifact.get("commitSha")
-    if revision:
-        served["revision"] = revision
+    name = run["metadata"]["name"]
     if artifact.get("path") and artifact.get("claimName"):
-        served.update(claimName=artifact["claimName"], path=artifact["path"])
-    elif artifact.get("hubRepo"):
-        served["repo"] = artifact["hubRepo"]
-        if artifact.get("commitSha"):
-            served["revision"] = artifact["commitSha"]
-    return served
+        return ServedAdapter(source="trainingRun", training_run=name, revision=revision,
+                             claim_name=artifact["claimName"], path=artifact["path"])
+    return ServedAdapter(source="trainingRun", training_run=name, repo=artifact.get("hubRepo"),
+                         revision=artifact.get("commitSha") or revision)
 
 
 def run_base_model(run: Mapping[str, Any]) -> Optional[ModelSource]:
@@ -88,14 +90,14 @@ def run_base_model(run: Mapping[str, Any]) -> Optional[ModelSource]:
 
 
 def resolve(model: CodexModel, runs: Iterable[Mapping[str, Any]],
-            current: Optional[Mapping[str, Any]] = None) -> Resolution:
+            current: Optional[ServedAdapter] = None) -> Resolution:
     """Resolve spec.adapter; ``current`` is the status.servedAdapter already being served."""
     adapter = model.spec.adapter
     if adapter.hub is not None:
-        served = {"source": "hub", "repo": adapter.hub.repo_id, "revision": adapter.hub.revision}
+        served = ServedAdapter(source="hub", repo=adapter.hub.repo_id, revision=adapter.hub.revision)
         return Resolution(served, model.spec.base_model)
     if adapter.pvc is not None:
-        served = {"source": "pvc", "claimName": adapter.pvc.claim_name, "path": adapter.pvc.path}
+        served = ServedAdapter(source="pvc", claim_name=adapter.pvc.claim_name, path=adapter.pvc.path)
         return Resolution(served, model.spec.base_model)
     runs = list(runs)
     newest = newest_passing_run(model, runs)
@@ -103,12 +105,12 @@ def resolve(model: CodexModel, runs: Iterable[Mapping[str, Any]],
         rank = ((newest.get("spec") or {}).get("lora") or {}).get("r")
         return Resolution(adapter_from_run(newest), model.spec.base_model or run_base_model(newest),
                           lora_rank=rank if isinstance(rank, int) else None)
-    if current and current.get("source") == "trainingRun":
+    if current is not None and current.source == "trainingRun":
         # The served run may have been deleted: keep serving its adapter rather than tearing down.
-        previous = next((r for r in runs if r["metadata"].get("name") == current.get("trainingRun")), None)
+        previous = next((r for r in runs if r["metadata"].get("name") == current.training_run), None)
         base = model.spec.base_model or (run_base_model(previous) if previous else None)
         if base is not None:
-            return Resolution(dict(current), base)
+            return Resolution(current, base)
     source = adapter.from_training_run
     wanted = f"run {source.name!r}" if source.name else f"a run matching {source.selector}"
     return Resolution(None, None, f"waiting for {wanted} to succeed with its gates passed")

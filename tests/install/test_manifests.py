@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import gen_manifests
+from codex_api import images
 from codex_operator.builders.operator_install import OPERATOR_ENV
 from codex_operator.rbac_rules import operator_rules
 
@@ -49,6 +50,33 @@ def test_cluster_mode_renders_a_cluster_role_with_the_operator_rules():
     assert {k: env.get(k) for k in OPERATOR_ENV} == OPERATOR_ENV  # the allocator settings, as the builder sets them
 
 
+def _operator_env(docs: list[dict]) -> dict[str, str]:
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_image_defaults_are_the_api_packages():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert f"{values['image']['repository']}:{chart['appVersion']}" == images.OPERATOR_IMAGE
+    assert values["trainer"]["image"] == images.TRAINER_IMAGE
+    assert values["runtimes"] == {name: {"image": image} for name, image in images.INSTALL_RUNTIME_IMAGES.items()}
+    # The chart and the kustomize base configure the operator alike.
+    kustomize = _docs((REPO_ROOT / "manifests" / "base" / "operator.yaml").read_text())
+    images_env = ("CODEX_TRAINER_IMAGE", "CODEX_RUNTIME_IMAGES")
+    assert {k: _operator_env(_docs(helm_template()))[k] for k in images_env} == {
+        k: _operator_env(kustomize)[k] for k in images_env}
+    assert _operator_env(kustomize)["CODEX_RUNTIME_IMAGES"] == (
+        "builtin=ghcr.io/codex-operator/codex-serve:0.1.0,vllm=vllm/vllm-openai:v0.11.0")
+
+
+def test_any_runtime_can_be_given_an_image():
+    env = _operator_env(_docs(helm_template("--set", "runtimes.llama-cpp.image=registry.example/llama:1",
+                                            "--set", "runtimes.vllm.image=registry.example/vllm:2")))
+    assert env["CODEX_RUNTIME_IMAGES"] == ("builtin=ghcr.io/codex-operator/codex-serve:0.1.0,"
+                                           "llama-cpp=registry.example/llama:1,vllm=registry.example/vllm:2")
+
+
 def test_namespaced_mode_renders_roles_only_in_watched_namespaces():
     docs = _docs(helm_template("-f", str(CHART / "values-namespaced.yaml")))
     assert not [d for d in docs if d["kind"].startswith("Cluster")]
@@ -83,7 +111,11 @@ def test_optional_parts_render():
     (["--set", "trainer.resources.memory=lots"], "at '/trainer/resources/memory'"),
     (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
     (["--set", "typo=1"], "additional properties 'typo' not allowed"),
-], ids=["mode", "namespaces", "replicas", "memory", "pull-policy", "unknown-key"])
+    (["--set", "runtimes.vllm.image=vllm=1"], "at '/runtimes/vllm/image'"),
+    (["--set", "runtimes.Bad_Name.image=x"], "invalid propertyName 'Bad_Name'"),
+    (["--set", "serve.image=x"], "additional properties 'image' not allowed"),
+], ids=["mode", "namespaces", "replicas", "memory", "pull-policy", "unknown-key", "runtime-image",
+        "runtime-name", "old-serve-image"])
 def test_bad_values_fail_with_a_clear_message(args, message):
     result = run("helm", "template", "x", str(CHART), *args, check=False)
     assert result.returncode != 0

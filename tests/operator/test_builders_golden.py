@@ -24,7 +24,7 @@ from codex_operator.rbac_rules import build_operator_rbac
 
 from op_examples import example
 
-CFG = OperatorConfig(trainer_image="registry.example/codex-trainer:1.0", serve_image="registry.example/codex-trainer:1.0",
+CFG = OperatorConfig(trainer_image="registry.example/codex-trainer:1.0",
                      trainer_resources=Resources("4", "16Gi"))
 EXAMPLE_RUNS = ["run.yaml", "run-multinode.yaml", "run-hub-push.yaml", "run-dpo.yaml"]
 
@@ -195,4 +195,4 @@ def test_vllm_runtime_deployment_matches_golden(golden):
     assert [c["name"] for c in pod["initContainers"]] == ["fetch-adapter"]
     assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/health"
     assert deployment["spec"]["replicas"] == 2
-    assert deployment["metadata"]["annotations"][names.ANNOTATION_DESIRED_HASH]
+    assert "annotations" not in deployment["metadata"]  # the apiserver tracks what the operator applied

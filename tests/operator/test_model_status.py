@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from codex_api.model import ServedAdapter
 from op_examples import example
 
 from codex_operator.conditions import find_condition
@@ -12,8 +13,9 @@ from codex_operator.status import MODEL_OWNED_FIELDS, compute_model_status, stat
 from codex_operator.status import reasons
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
-SERVED = {"source": "trainingRun", "trainingRun": "codex-demo", "revision": "rev-1", "claimName": "codex-artifacts",
-          "path": "/codex-demo/adapter"}
+SERVED_WIRE = {"source": "trainingRun", "trainingRun": "codex-demo", "revision": "rev-1",
+               "claimName": "codex-artifacts", "path": "/codex-demo/adapter"}
+SERVED = ServedAdapter.model_validate(SERVED_WIRE)
 ENDPOINT = "http://codex-demo-server.team-a.svc:8000/v1"
 
 
@@ -49,7 +51,7 @@ def test_phase_and_conditions_follow_the_deployment(deployment_, phase, states):
     got = tuple(find_condition(status["conditions"], t)["status"] for t in ("Available", "Progressing", "Degraded",
                                                                            "Ready"))
     assert (status["phase"], got) == (phase, states)
-    assert status["servedAdapter"] == SERVED and status["deploymentName"] == "codex-demo-server"
+    assert status["servedAdapter"] == SERVED_WIRE and status["deploymentName"] == "codex-demo-server"
     assert status["endpoint"] == ENDPOINT
 
 
@@ -82,3 +84,12 @@ def test_invalid_model_spec_is_degraded_with_the_field():
     degraded = find_condition(status["conditions"], "Degraded")
     assert (status["phase"], degraded["reason"]) == ("Degraded", reasons.INVALID_SPEC)
     assert "spec.replicas" in degraded["message"]
+
+
+def test_served_adapter_is_typed_from_the_wire_and_back():
+    from codex_operator.status.model import served_adapter_of
+
+    assert served_adapter_of({"servedAdapter": SERVED_WIRE}) == SERVED and SERVED.to_wire() == SERVED_WIRE
+    assert served_adapter_of({}) is None
+    assert served_adapter_of({"servedAdapter": {"source": "ftp"}}) is None  # unreadable: resolved afresh
+    assert SERVED.origin == "codex-demo"

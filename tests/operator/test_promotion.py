@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from codex_api import CodexModel, parse
+from codex_api.model import ServedAdapter
 from op_examples import example
 
 from codex_operator.promotion import resolve
@@ -43,12 +44,12 @@ CASES = [
 def test_selector_resolution(runs, expected):
     resolution = resolve(model(), runs)
     served = resolution.served_adapter
-    assert (served or {}).get("trainingRun") == expected
     if expected is None:
+        assert served is None
         assert "codex.dev/model" in resolution.waiting and resolution.base_model is None
     else:
-        assert served == {"source": "trainingRun", "trainingRun": expected, "revision": f"rev-{expected}",
-                          "claimName": "codex-artifacts", "path": f"/{expected}/adapter"}
+        assert served.to_wire() == {"source": "trainingRun", "trainingRun": expected, "revision": f"rev-{expected}",
+                                    "claimName": "codex-artifacts", "path": f"/{expected}/adapter"}
         assert resolution.base_model.embedded == "smollm2-135m-instruct"
 
 
@@ -56,11 +57,12 @@ def test_by_name_and_hub_artifact():
     hub_run = run("hubbed")
     hub_run["status"]["artifact"] = {"hubRepo": "org/adapter", "commitSha": "c0ffee"}
     served = resolve(model(fromTrainingRun={"name": "hubbed"}), [hub_run, run("other")]).served_adapter
-    assert served == {"source": "trainingRun", "trainingRun": "hubbed", "revision": "c0ffee", "repo": "org/adapter"}
+    assert served.to_wire() == {"source": "trainingRun", "trainingRun": "hubbed", "revision": "c0ffee",
+                                "repo": "org/adapter"}
 
 
 def test_deleted_served_run_keeps_serving_when_the_base_is_known():
-    current = {"source": "trainingRun", "trainingRun": "gone", "revision": "rev-gone"}
+    current = ServedAdapter(source="trainingRun", training_run="gone", revision="rev-gone")
     explicit_base = example("model.yaml", "CodexModel")
     explicit_base["spec"]["baseModel"] = {"embedded": "tiny-llama"}
     resolution = resolve(parse(CodexModel, explicit_base), [], current=current)
@@ -71,9 +73,10 @@ def test_static_adapters_resolve_without_runs():
     body = example("model.yaml", "CodexModel")
     body["spec"]["baseModel"] = {"embedded": "tiny-llama"}
     body["spec"]["adapter"] = {"hub": {"repoId": "org/a", "revision": "v1"}}
-    assert resolve(parse(CodexModel, body), []).served_adapter == {"source": "hub", "repo": "org/a", "revision": "v1"}
+    assert resolve(parse(CodexModel, body), []).served_adapter.to_wire() == {"source": "hub", "repo": "org/a",
+                                                                             "revision": "v1"}
     body["spec"]["baseModel"] = {"hub": "Qwen/Qwen2.5-Coder-0.5B-Instruct"}
     body["spec"]["adapter"] = {"pvc": {"claimName": "adapters", "path": "/v3"}}
     resolution = resolve(parse(CodexModel, body), [])
-    assert resolution.served_adapter == {"source": "pvc", "claimName": "adapters", "path": "/v3"}
+    assert resolution.served_adapter.to_wire() == {"source": "pvc", "claimName": "adapters", "path": "/v3"}
     assert resolution.base_model.hub == "Qwen/Qwen2.5-Coder-0.5B-Instruct"

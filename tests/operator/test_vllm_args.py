@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from codex_api import CodexModel, parse, paths
 from codex_api.common import ModelSource
+from codex_api.model import ServedAdapter
 
 from codex_operator.builders.vllm import (
     FETCH_CONTAINER,
-    VllmConfig,
     VllmSpecError,
     build_vllm_pod,
     max_lora_rank,
@@ -25,9 +25,8 @@ from codex_operator.config import OperatorConfig, Resources
 from fakehub import fake_hub, seed_repo  # noqa: F401  (fake_hub is a fixture)
 from op_examples import example
 
-CFG = VllmConfig.from_operator(OperatorConfig(trainer_image="registry.example/codex-trainer:1.0",
-                                              vllm_image="vllm/vllm-openai:v0.11.0",
-                                              server_resources=Resources("2", "8Gi")))
+# No --runtime-image: the vLLM image is the catalogue's default.
+CFG = OperatorConfig(trainer_image="registry.example/codex-trainer:1.0", server_resources=Resources("2", "8Gi"))
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -56,12 +55,12 @@ RUN_BASE = ModelSource(hub="HuggingFaceTB/SmolLM2-135M-Instruct", revision="v1.0
                        tokenSecretRef={"name": "hf-read", "key": "token"})
 CASES = {
     "hub-adapter": (hub_model, lambda m: m.spec.base_model,
-                    {"source": "hub", "repo": "my-org/codex-qwen-lora", "revision": SHA}, None),
+                    ServedAdapter(source="hub", repo="my-org/codex-qwen-lora", revision=SHA), None),
     "pvc-adapter": (pvc_model, lambda m: m.spec.base_model,
-                    {"source": "pvc", "claimName": "adapters", "path": "/codex/v3", "revision": "sha256:ab12"}, 128),
+                    ServedAdapter(source="pvc", claim_name="adapters", path="/codex/v3", revision="sha256:ab12"), 128),
     "training-run-hub": (run_model, lambda m: RUN_BASE,
-                         {"source": "trainingRun", "trainingRun": "codex-demo-7", "repo": "org/codex-demo",
-                          "revision": SHA}, 16),
+                         ServedAdapter(source="trainingRun", training_run="codex-demo-7", repo="org/codex-demo",
+                                       revision=SHA), 16),
 }
 
 
@@ -121,13 +120,13 @@ def test_lora_rank_rounds_up_to_a_rank_vllm_accepts(rank, expected):
     assert max_lora_rank(rank) == expected
 
 
+HUB_ADAPTER = ServedAdapter(source="hub", repo="o/a")
 REFUSALS = {
-    "embedded base": (lambda m: (m, ModelSource(embedded="tiny-llama"), {"source": "hub", "repo": "o/a"}),
-                      "spec.baseModel.embedded"),
+    "embedded base": (lambda m: (m, ModelSource(embedded="tiny-llama"), HUB_ADAPTER), "spec.baseModel.embedded"),
     "no gpu": (lambda m: (m.model_copy(update={"spec": m.spec.model_copy(update={
-        "resources": m.spec.resources.model_copy(update={"gpus": 0})})}), m.spec.base_model,
-        {"source": "hub", "repo": "o/a"}), "spec.resources.gpus"),
-    "no adapter location": (lambda m: (m, m.spec.base_model, {"source": "trainingRun", "trainingRun": "r"}),
+        "resources": m.spec.resources.model_copy(update={"gpus": 0})})}), m.spec.base_model, HUB_ADAPTER),
+        "spec.resources.gpus"),
+    "no adapter location": (lambda m: (m, m.spec.base_model, ServedAdapter(source="trainingRun", training_run="r")),
                             "status.servedAdapter"),
 }
 
@@ -139,7 +138,7 @@ def test_what_vllm_cannot_serve_is_refused_naming_the_field(case):
     with pytest.raises(VllmSpecError, match=f"^{field.replace('.', '[.]')}"):
         build_vllm_pod(model, base, served, CFG)
     with pytest.raises(VllmSpecError, match="spec.adapter: LoRA rank 1024"):
-        vllm_args(hub_model(), hub_model().spec.base_model, {"source": "hub", "repo": "o/a"}, lora_rank=1024)
+        vllm_args(hub_model(), hub_model().spec.base_model, HUB_ADAPTER, lora_rank=1024)
 
 
 def _run_fetch(fetch: dict, target: Path, hub_url: str, token: str | None, tmp_path: Path):
@@ -183,7 +182,7 @@ def test_the_pieces_fit_the_serving_deployment(case):
     from codex_operator.builders.deployment import build_deployment
 
     model, base, served, pod = build(case)
-    deployment = build_deployment(model, base, served, OperatorConfig(), container=pod.container,
+    deployment = build_deployment(model, base, served, CFG, container=pod.container,
                                   init_containers=pod.init_containers, extra_volumes=pod.extra_volumes)
     spec = deployment["spec"]["template"]["spec"]
     volumes = [v["name"] for v in spec["volumes"]]

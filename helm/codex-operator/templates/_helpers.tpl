@@ -35,6 +35,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* CODEX_RUNTIME_IMAGES: "name=image,..." from .Values.runtimes, sorted by name. */}}
+{{- define "codex-operator.runtimeImages" -}}
+{{- $images := list -}}
+{{- range $name, $runtime := .Values.runtimes -}}
+{{- $images = append $images (printf "%s=%s" $name $runtime.image) -}}
+{{- end -}}
+{{- join "," $images -}}
+{{- end -}}
+
 {{/* Peering (HA) is on when more than one replica runs. */}}
 {{- define "codex-operator.peering" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}{{ include "codex-operator.fullname" . }}{{- end -}}

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from codex_api import CodexModel, paths
 from codex_api.common import ModelSource
+from codex_api.model import ServedAdapter
 
 from .. import names
 from ..config import OperatorConfig
@@ -21,15 +22,15 @@ from .common import (
     tolerations,
     volume_name,
 )
+from .serving import ServeSpecError, serving_image
 
 SERVER_PORT = 8000
 TMP_DIR = "/tmp"
 
 
-def adapter_revision(served_adapter: dict[str, Any]) -> str:
+def adapter_revision(served_adapter: ServedAdapter) -> str:
     """What the pod-template annotation carries: a new value rolls the Deployment."""
-    parts = [served_adapter.get("trainingRun") or served_adapter.get("repo") or served_adapter.get("claimName") or "",
-             served_adapter.get("revision") or served_adapter.get("path") or ""]
+    parts = [served_adapter.origin, served_adapter.revision or served_adapter.path]
     return "@".join(p for p in parts if p)
 
 
@@ -46,15 +47,17 @@ def base_model_arg(source: ModelSource) -> str:
     return f"embedded:{source.embedded}"
 
 
-def adapter_arg(served_adapter: dict[str, Any]) -> str:
+def adapter_arg(served_adapter: ServedAdapter) -> str:
     """codex-serve --adapter: a directory on a mounted PVC, or ``hub:<repo>[@rev]`` (downloaded at start)."""
-    if served_adapter.get("claimName"):
-        return str(paths.pvc_dir(served_adapter["claimName"]) / str(served_adapter.get("path", "/")).lstrip("/"))
-    return hub_spec(served_adapter["repo"], served_adapter.get("revision"))
+    if served_adapter.claim_name:
+        return str(paths.pvc_dir(served_adapter.claim_name) / (served_adapter.path or "/").lstrip("/"))
+    if served_adapter.repo:
+        return hub_spec(served_adapter.repo, served_adapter.revision)
+    raise ServeSpecError("status.servedAdapter: neither a Hub repo nor a PVC; nothing to serve")
 
 
-def claims(base: ModelSource, served_adapter: dict[str, Any]) -> list[str]:
-    found = {served_adapter.get("claimName"), base.pvc.claim_name if base.pvc else None}
+def claims(base: ModelSource, served_adapter: ServedAdapter) -> list[str]:
+    found = {served_adapter.claim_name, base.pvc.claim_name if base.pvc else None}
     return sorted(c for c in found if c)
 
 
@@ -64,7 +67,7 @@ def hub_token_ref(model: CodexModel, base: ModelSource):
     return base.token_secret_ref
 
 
-def server_args(model: CodexModel, base: ModelSource, served_adapter: dict[str, Any]) -> list[str]:
+def server_args(model: CodexModel, base: ModelSource, served_adapter: ServedAdapter) -> list[str]:
     server = model.spec.server
     args = [
         "--host", "$(POD_IP)",
@@ -98,7 +101,7 @@ def server_env(model: CodexModel, base: ModelSource) -> list[dict[str, Any]]:
     return sorted_env(env)
 
 
-def server_volumes(base: ModelSource, served_adapter: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+def server_volumes(base: ModelSource, served_adapter: ServedAdapter) -> tuple[list[dict], list[dict]]:
     volumes = [{"name": "hf-home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     mounts = [{"name": "hf-home", "mountPath": str(paths.HF_HOME)}, {"name": "tmp", "mountPath": TMP_DIR}]
     for claim in claims(base, served_adapter):
@@ -113,13 +116,14 @@ def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 5}
 
 
-def build_server_container(model: CodexModel, base: ModelSource, served_adapter: dict[str, Any],
+def build_server_container(model: CodexModel, base: ModelSource, served_adapter: ServedAdapter,
                            cfg: OperatorConfig) -> dict[str, Any]:
+    """The codex-serve container of the builtin runtime."""
     resources = model.spec.resources
     _, mounts = server_volumes(base, served_adapter)
     container: dict[str, Any] = {
         "name": names.SERVER_CONTAINER,
-        "image": model.spec.image or cfg.serve_image,
+        "image": serving_image(model, cfg),
         "command": ["codex-serve"],
         "args": server_args(model, base, served_adapter),
         "env": server_env(model, base),
@@ -139,7 +143,7 @@ def build_server_container(model: CodexModel, base: ModelSource, served_adapter:
     return container
 
 
-def build_deployment(model: CodexModel, base: ModelSource, served_adapter: dict[str, Any],
+def build_deployment(model: CodexModel, base: ModelSource, served_adapter: ServedAdapter,
                      cfg: OperatorConfig, container: Optional[dict[str, Any]] = None,
                      init_containers: Optional[list[dict[str, Any]]] = None,
                      extra_volumes: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:

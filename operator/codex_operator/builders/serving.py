@@ -1,13 +1,32 @@
-"""The Service and HorizontalPodAutoscaler in front of a CodexModel's Deployment."""
+"""What every CodexModel runtime shares: its image, its refusals, and the Service and
+HorizontalPodAutoscaler in front of its Deployment."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from codex_api import CodexModel
+from codex_api import CodexModel, SpecError, runtimes
 
 from .. import names
+from ..config import OperatorConfig
 from .common import metadata
+
+
+class ServeSpecError(SpecError):
+    """The spec asks for something its runtime cannot serve; the message starts with the field.
+
+    Raised while building (a spec the apiserver accepts can still be unservable, e.g. vLLM without
+    a GPU), it is a :class:`SpecError` like any other: reported as InvalidSpec, not retried."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+
+
+def serving_image(model: CodexModel, cfg: OperatorConfig) -> str:
+    """The server's image: spec.image, else the operator's image for spec.runtime (its
+    ``--runtime-image``, else the catalogue's default, else the trainer image)."""
+    runtime = model.spec.runtime
+    return model.spec.image or cfg.runtime_image(runtime, runtimes.runtime(runtime).default_image)
 
 
 def endpoint(model: CodexModel) -> str:

@@ -1,7 +1,7 @@
 """The vLLM runtime of a CodexModel: the OpenAI server container, the adapter-fetching init container, volumes.
 
-Pure: a validated :class:`~codex_api.CodexModel`, the resolved base model and served adapter, and a
-:class:`VllmConfig` in; dicts out. The Deployment around them is ``deployment.build_deployment``,
+Pure: a validated :class:`~codex_api.CodexModel`, the resolved base model and served adapter, and
+the operator's config in; dicts out. The Deployment around them is ``deployment.build_deployment``,
 which already adds the ``hf-home`` and ``tmp`` emptyDirs and the read-only PVC volumes
 (``deployment.server_volumes``); this module adds only what vLLM needs on top.
 
@@ -17,16 +17,17 @@ which already adds the ``hf-home`` and ``tmp`` emptyDirs and the read-only PVC v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional
 
 from codex_api import CodexModel, paths
 from codex_api.common import ModelSource, SecretKeyRef
 from codex_api.model import ServedAdapter
 
 from .. import names
-from ..config import Resources
+from ..config import OperatorConfig
 from .common import container_security_context, env_field, env_secret, env_value, resource_requirements, sorted_env
 from .deployment import server_volumes
+from .serving import ServeSpecError, serving_image
 
 VLLM_PORT = 8000
 # vLLM accepts only these --max-lora-rank values; an adapter's rank is rounded up to one of them.
@@ -52,26 +53,8 @@ print(f"fetched {repo}@{revision} into {target}")
 """
 
 
-class VllmSpecError(ValueError):
+class VllmSpecError(ServeSpecError):
     """The spec asks for something the vLLM runtime cannot serve; the message names the field."""
-
-
-@dataclass(frozen=True)
-class VllmConfig:
-    """Images the vLLM pods use; the operator builds it once from its own configuration."""
-
-    vllm_image: str
-    # An image with Python and huggingface_hub: the trainer image.
-    fetch_image: str
-    image_pull_policy: Optional[str] = None
-    # cpu/memory for pods whose spec.resources leaves them unset.
-    default_resources: Resources = Resources()
-
-    @classmethod
-    def from_operator(cls, cfg: Any) -> "VllmConfig":
-        """From an ``OperatorConfig``: its vLLM image, the trainer image for the fetch, its server defaults."""
-        return cls(vllm_image=cfg.vllm_image, fetch_image=cfg.trainer_image, image_pull_policy=cfg.image_pull_policy,
-                   default_resources=cfg.server_resources)
 
 
 @dataclass(frozen=True)
@@ -81,10 +64,6 @@ class VllmPod:
     container: dict[str, Any]
     init_containers: list[dict[str, Any]]
     extra_volumes: list[dict[str, Any]]
-
-
-def served_adapter_of(adapter: Union[ServedAdapter, Mapping[str, Any]]) -> ServedAdapter:
-    return adapter if isinstance(adapter, ServedAdapter) else ServedAdapter.model_validate(dict(adapter))
 
 
 def max_lora_rank(rank: Optional[int]) -> int:
@@ -124,10 +103,9 @@ def hub_token_ref(model: CodexModel, base: ModelSource) -> Optional[SecretKeyRef
     return base.token_secret_ref
 
 
-def vllm_args(model: CodexModel, base: ModelSource, adapter: Union[ServedAdapter, Mapping[str, Any]],
+def vllm_args(model: CodexModel, base: ModelSource, served: ServedAdapter,
               lora_rank: Optional[int] = None) -> list[str]:
     """Arguments of ``python3 -m vllm.entrypoints.openai.api_server``."""
-    served = served_adapter_of(adapter)
     server, name = model.spec.server, model.metadata.name
     args = [
         "--model", base_model_location(base),
@@ -175,9 +153,8 @@ def health_probe(period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 5}
 
 
-def vllm_volumes(adapter: Union[ServedAdapter, Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+def vllm_volumes(served: ServedAdapter) -> tuple[list[dict], list[dict]]:
     """Volumes beyond deployment.server_volumes, and the vLLM container's mounts of those."""
-    served = served_adapter_of(adapter)
     volumes = [
         {"name": HOME_VOLUME, "emptyDir": {}},
         # PyTorch's shared memory for tensor-parallel workers; the container default of 64Mi is too small.
@@ -191,14 +168,14 @@ def vllm_volumes(adapter: Union[ServedAdapter, Mapping[str, Any]]) -> tuple[list
 
 
 def _base_mounts(base: ModelSource, served: ServedAdapter) -> list[dict[str, Any]]:
-    _, mounts = server_volumes(base, served.model_dump(by_alias=True, exclude_none=True))
+    _, mounts = server_volumes(base, served)
     return mounts
 
 
-def build_fetch_container(model: CodexModel, base: ModelSource, adapter: Union[ServedAdapter, Mapping[str, Any]],
-                          cfg: VllmConfig) -> Optional[dict[str, Any]]:
-    """The init container that downloads a Hub adapter into ADAPTER_DIR; None for a PVC adapter."""
-    served = served_adapter_of(adapter)
+def build_fetch_container(model: CodexModel, base: ModelSource, served: ServedAdapter,
+                          cfg: OperatorConfig) -> Optional[dict[str, Any]]:
+    """The init container that downloads a Hub adapter into ADAPTER_DIR with the trainer image (it has
+    Python and huggingface_hub); None for a PVC adapter."""
     if served.repo is None or served.claim_name is not None:
         return None
     env = [env_value("HF_HOME", str(paths.HF_HOME)), env_value("HOME", HOME_DIR),
@@ -209,13 +186,13 @@ def build_fetch_container(model: CodexModel, base: ModelSource, adapter: Union[S
     resources = model.spec.resources
     container: dict[str, Any] = {
         "name": FETCH_CONTAINER,
-        "image": cfg.fetch_image,
+        "image": cfg.trainer_image,
         "command": ["python", "-c", FETCH_SCRIPT],
         "args": [served.repo, served.revision or "main", str(paths.ADAPTER_DIR), *ADAPTER_PATTERNS],
         "env": sorted_env(env),
         # GPUs are the server's; the fetch gets the same cpu and memory so the pod keeps its QoS class.
         "resources": resource_requirements(resources.cpu, resources.memory, 0, resources.gpu_resource_name,
-                                           cfg.default_resources),
+                                           cfg.server_resources),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": sorted(
@@ -229,14 +206,14 @@ def build_fetch_container(model: CodexModel, base: ModelSource, adapter: Union[S
     return container
 
 
-def build_vllm_container(model: CodexModel, base: ModelSource, adapter: Union[ServedAdapter, Mapping[str, Any]],
-                         cfg: VllmConfig, lora_rank: Optional[int] = None) -> dict[str, Any]:
-    served = served_adapter_of(adapter)
+def build_vllm_container(model: CodexModel, base: ModelSource, served: ServedAdapter, cfg: OperatorConfig,
+                         lora_rank: Optional[int] = None) -> dict[str, Any]:
+    """vLLM's OpenAI server, with the adapter registered under the model's name."""
     resources = model.spec.resources
     _, extra_mounts = vllm_volumes(served)
     container: dict[str, Any] = {
         "name": names.SERVER_CONTAINER,
-        "image": model.spec.image or cfg.vllm_image,
+        "image": serving_image(model, cfg),
         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": vllm_args(model, base, served, lora_rank),
         "env": vllm_env(model, base),
@@ -246,7 +223,7 @@ def build_vllm_container(model: CodexModel, base: ModelSource, adapter: Union[Se
         # Downloading and loading a base model can take long; liveness counts only once /health answers.
         "startupProbe": health_probe(10, 180),
         "resources": resource_requirements(resources.cpu, resources.memory, resources.gpus,
-                                           resources.gpu_resource_name, cfg.default_resources),
+                                           resources.gpu_resource_name, cfg.server_resources),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": sorted(_base_mounts(base, served) + extra_mounts, key=lambda m: m["mountPath"]),
@@ -256,8 +233,8 @@ def build_vllm_container(model: CodexModel, base: ModelSource, adapter: Union[Se
     return container
 
 
-def build_vllm_pod(model: CodexModel, base: ModelSource, adapter: Union[ServedAdapter, Mapping[str, Any]],
-                   cfg: VllmConfig, lora_rank: Optional[int] = None) -> VllmPod:
+def build_vllm_pod(model: CodexModel, base: ModelSource, served: ServedAdapter, cfg: OperatorConfig,
+                   lora_rank: Optional[int] = None) -> VllmPod:
     """Everything the vLLM runtime adds to the serving Deployment.
 
     Raises:
@@ -266,10 +243,10 @@ def build_vllm_pod(model: CodexModel, base: ModelSource, adapter: Union[ServedAd
     if model.spec.resources.gpus < 1:
         raise VllmSpecError("spec.resources.gpus: the vllm runtime needs at least one GPU; "
                             "use runtime: builtin for CPU serving")
-    fetch = build_fetch_container(model, base, adapter, cfg)
-    volumes, _ = vllm_volumes(adapter)
+    fetch = build_fetch_container(model, base, served, cfg)
+    volumes, _ = vllm_volumes(served)
     return VllmPod(
-        container=build_vllm_container(model, base, adapter, cfg, lora_rank),
+        container=build_vllm_container(model, base, served, cfg, lora_rank),
         init_containers=[fetch] if fetch is not None else [],
         extra_volumes=volumes,
     )

@@ -11,6 +11,8 @@ from typing import Any, Optional
 import kopf
 
 from .. import names
+from ..k8s import FIELD_MANAGER
+from ..ssa import applied_fields
 from ..views import OWNER_METADATA, slim, slim_job
 from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS, SERVICES
 
@@ -59,24 +61,31 @@ def pod_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[
 
 
 def _model_child(namespace: str, body: kopf.Body, keep: tuple[str, ...]) -> Optional[dict]:
+    """(namespace, model name) -> the child, with what ssa.needs_apply compares: its spec and the
+    fields the operator applied (the one managedFields entry kept)."""
     owner = names.controller_owner(body, "CodexModel")
-    return {(namespace, owner[0]): slim(body, keep)} if owner else None
+    if owner is None:
+        return None
+    child = slim(body, keep)
+    fields = applied_fields(body)
+    if fields is not None:
+        child["metadata"]["managedFields"] = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": fields}]
+    return {(namespace, owner[0]): child}
 
 
 @kopf.index(*DEPLOYMENTS, labels=ManagedOnly)
 def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
-    """(namespace, model name) -> the model's Deployment."""
-    owner = names.controller_owner(body, "CodexModel")
-    return {(namespace, owner[0]): slim(body, spec_fields=("replicas",))} if owner else None
+    """(namespace, model name) -> the model's Deployment (its status is the model's)."""
+    return _model_child(namespace, body, ("spec", "status"))
 
 
 @kopf.index(*SERVICES, labels=ManagedOnly)
 def service_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's Service."""
-    return _model_child(namespace, body, ())
+    return _model_child(namespace, body, ("spec",))
 
 
 @kopf.index(*HPAS, labels=ManagedOnly)
 def hpa_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's HorizontalPodAutoscaler."""
-    return _model_child(namespace, body, ())
+    return _model_child(namespace, body, ("spec",))

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Mapping, Optional
 
 from codex_api import SpecError
+from codex_api.model import ServedAdapter
 
 from .. import names
 from ..conditions import find_condition, set_condition
@@ -15,6 +16,15 @@ MODEL_OWNED_FIELDS = (
     "phase", "conditions", "observedGeneration", "endpoint", "readyReplicas", "replicas", "servedAdapter",
     "deploymentName", "message",
 )
+
+
+def served_adapter_of(status: Mapping[str, Any]) -> Optional[ServedAdapter]:
+    """status.servedAdapter, typed: the wire dict is read only here (None when unset or unreadable)."""
+    wire = status.get("servedAdapter")
+    try:
+        return ServedAdapter.model_validate(wire) if wire else None
+    except ValueError:
+        return None
 
 
 def rollout_state(deployment: Mapping[str, Any]) -> tuple[bool, str]:
@@ -56,72 +66,74 @@ def _base(old: Mapping[str, Any], generation: Optional[int], endpoint: Optional[
     return status
 
 
+# What a model's status concludes: (phase, Available, Progressing, Degraded, Ready, message), each
+# condition as (status, reason).
+State = tuple[str, str]
+Verdict = tuple[str, State, State, State, State, str]
+
+
 def compute_model_status(model: Mapping[str, Any], deployment: Optional[Mapping[str, Any]],
-                         served_adapter: Optional[Mapping[str, Any]], now: datetime, *,
+                         served_adapter: Optional[ServedAdapter], now: datetime, *,
                          endpoint: Optional[str] = None, waiting: Optional[str] = None,
                          invalid: Optional[SpecError] = None) -> dict[str, Any]:
     """The operator-owned status fields (MODEL_OWNED_FIELDS) of ``model``.
 
-    ``served_adapter`` is the resolved status.servedAdapter (None while waiting, with
+    ``served_adapter`` is the resolved adapter (None while waiting, with
     ``waiting`` saying for what), ``deployment`` the live Deployment or None.
     """
     old = model.get("status") or {}
     generation = (model.get("metadata") or {}).get("generation")
     status = _base(old, generation, endpoint)
-    conditions = list(old.get("conditions") or [])
-
-    def conclude(phase: str, available: tuple[str, str], progressing: tuple[str, str], degraded: tuple[str, str],
-                 ready: tuple[str, str], message: str) -> dict[str, Any]:
-        nonlocal conditions
-        for type_, (state, reason) in (("Available", available), ("Progressing", progressing),
-                                       ("Degraded", degraded), ("Ready", ready)):
-            conditions = set_condition(conditions, type_, state, reason, message, now, generation)
-        status.update(phase=phase, conditions=conditions, message=message)
-        return status
-
+    verdict: Verdict
     if invalid is not None:
-        message = str(invalid)
         bad = ("False", reasons.INVALID_SPEC)
-        return conclude("Degraded", bad, bad, ("True", reasons.INVALID_SPEC), bad, message)
-    if served_adapter is None:
+        verdict = ("Degraded", bad, bad, ("True", reasons.INVALID_SPEC), bad, str(invalid))
+    elif served_adapter is None:
         wait = ("False", reasons.WAITING_FOR_TRAINING_RUN)
         status.update(servedAdapter=None, deploymentName=None, readyReplicas=0, replicas=0)
-        return conclude("Pending", wait, wait, ("False", reasons.AS_EXPECTED), wait,
-                        waiting or "waiting for a training run")
-    status["servedAdapter"] = dict(served_adapter)
-    status["deploymentName"] = names.server_name(model["metadata"]["name"])
+        verdict = ("Pending", wait, wait, ("False", reasons.AS_EXPECTED), wait, waiting or "waiting for a training run")
+    else:
+        status.update(servedAdapter=served_adapter.to_wire(),
+                      deploymentName=names.server_name(model["metadata"]["name"]))
+        dep_status = (deployment or {}).get("status") or {}
+        status.update(readyReplicas=dep_status.get("readyReplicas") or 0, replicas=dep_status.get("replicas") or 0)
+        verdict = _rollout_verdict(deployment, served_adapter, endpoint)
+    phase, available, progressing, degraded, ready, message = verdict
+    conditions = list(old.get("conditions") or [])
+    for type_, (state, reason) in (("Available", available), ("Progressing", progressing), ("Degraded", degraded),
+                                   ("Ready", ready)):
+        conditions = set_condition(conditions, type_, state, reason, message, now, generation)
+    status.update(phase=phase, conditions=conditions, message=message)
+    return status
+
+
+def _rollout_verdict(deployment: Optional[Mapping[str, Any]], served_adapter: ServedAdapter,
+                     endpoint: Optional[str]) -> Verdict:
+    """The verdict of a model that has an adapter to serve, from its Deployment (None: not created yet)."""
     if deployment is None:
         pending = ("False", reasons.DEPLOYMENT_PENDING)
-        status.update(readyReplicas=0, replicas=0)
-        return conclude("Pending", pending, ("True", reasons.DEPLOYMENT_PENDING), ("False", reasons.AS_EXPECTED),
-                        pending, "creating the Deployment")
-
-    dep_status = deployment.get("status") or {}
-    status.update(readyReplicas=dep_status.get("readyReplicas") or 0, replicas=dep_status.get("replicas") or 0)
+        return ("Pending", pending, ("True", reasons.DEPLOYMENT_PENDING), ("False", reasons.AS_EXPECTED), pending,
+                "creating the Deployment")
     done, rollout_message = rollout_state(deployment)
     available, degraded, degraded_message = _deployment_conditions(deployment)
-    wanted = (deployment.get("spec") or {}).get("replicas", 1)
     if degraded:
-        return conclude("Degraded", ("True" if available else "False", reasons.DEPLOYMENT_DEGRADED),
-                        ("False", reasons.DEPLOYMENT_DEGRADED), ("True", reasons.DEPLOYMENT_DEGRADED),
-                        ("False", reasons.DEPLOYMENT_DEGRADED), degraded_message)
-    if wanted == 0:
+        return ("Degraded", ("True" if available else "False", reasons.DEPLOYMENT_DEGRADED),
+                ("False", reasons.DEPLOYMENT_DEGRADED), ("True", reasons.DEPLOYMENT_DEGRADED),
+                ("False", reasons.DEPLOYMENT_DEGRADED), degraded_message)
+    if (deployment.get("spec") or {}).get("replicas", 1) == 0:
         zero = ("False", reasons.SCALED_TO_ZERO)
-        return conclude("Available" if done else "Progressing", zero, ("False", reasons.SCALED_TO_ZERO),
-                        ("False", reasons.AS_EXPECTED), zero, "scaled to zero replicas")
+        return ("Available" if done else "Progressing", zero, ("False", reasons.SCALED_TO_ZERO),
+                ("False", reasons.AS_EXPECTED), zero, "scaled to zero replicas")
     available_state = ("True", reasons.DEPLOYMENT_AVAILABLE) if available else ("False", reasons.NO_READY_REPLICAS)
-    if not done:
-        return conclude("Progressing", available_state, ("True", reasons.ROLLING_OUT),
-                        ("False", reasons.AS_EXPECTED), ("False", reasons.ROLLING_OUT), rollout_message)
-    if not available:
-        return conclude("Progressing", available_state, ("True", reasons.ROLLING_OUT),
-                        ("False", reasons.AS_EXPECTED), ("False", reasons.NO_READY_REPLICAS), rollout_message)
-    return conclude("Available", available_state, ("False", reasons.DEPLOYMENT_AVAILABLE),
-                    ("False", reasons.AS_EXPECTED), ("True", reasons.DEPLOYMENT_AVAILABLE),
-                    f"serving {_describe(served_adapter)} at {endpoint}" if endpoint else rollout_message)
+    if not done or not available:
+        ready_reason = reasons.ROLLING_OUT if not done else reasons.NO_READY_REPLICAS
+        return ("Progressing", available_state, ("True", reasons.ROLLING_OUT), ("False", reasons.AS_EXPECTED),
+                ("False", ready_reason), rollout_message)
+    return ("Available", available_state, ("False", reasons.DEPLOYMENT_AVAILABLE), ("False", reasons.AS_EXPECTED),
+            ("True", reasons.DEPLOYMENT_AVAILABLE),
+            f"serving {_describe(served_adapter)} at {endpoint}" if endpoint else rollout_message)
 
 
-def _describe(served: Mapping[str, Any]) -> str:
-    what = served.get("trainingRun") or served.get("repo") or served.get("claimName") or "the adapter"
-    revision = served.get("revision")
-    return f"{what}@{revision[:12]}" if revision else str(what)
+def _describe(served: ServedAdapter) -> str:
+    what = served.origin or "the adapter"
+    return f"{what}@{served.revision[:12]}" if served.revision else what
