@@ -33,7 +33,7 @@ kubectl create namespace "$NAMESPACE"
 kubectl label namespace "$NAMESPACE" pod-security.kubernetes.io/enforce=restricted
 helm install codex-operator helm/codex-operator --namespace "$NAMESPACE" --wait --timeout 5m \
   --set image.repository=codex-operator --set image.tag="$TAG" --set image.pullPolicy=Never \
-  --set trainer.image="codex-trainer:$TAG" --set serve.image="codex-serve:$TAG"
+  --set trainer.image="codex-trainer:$TAG" --set runtimes.builtin.image="codex-serve:$TAG"
 
 # The demo run on CPU with the chosen embedded model.
 sed "s/embedded: smollm2-135m-instruct/embedded: $MODEL/" examples/run.yaml | kubectl apply -f -

@@ -26,8 +26,6 @@ ANNOTATION_TRAINING_RUN = "codex.dev/training-run"
 ANNOTATION_POD_TEMPLATE_HASH = "codex.dev/pod-template-hash"
 # Per-field hashes of the immutable training fields the Job was built from.
 ANNOTATION_TRAINING_HASHES = "codex.dev/training-hashes"
-# Hash of the whole desired object, to compare desired and live children without reading back defaults.
-ANNOTATION_DESIRED_HASH = "codex.dev/desired-hash"
 # The adapter revision on a serving pod template: a new value rolls the Deployment.
 ANNOTATION_ADAPTER_REVISION = "codex.dev/adapter-revision"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"

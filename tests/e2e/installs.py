@@ -21,7 +21,7 @@ CHART = REPO_ROOT / "helm" / "codex-operator"
 # The chart's image values pointed at images the node agent runs (codex-operator*, codex-trainer*).
 HELM_LOCAL_IMAGES = {
     "image.repository": "codex-operator", "image.tag": "dev",
-    "trainer.image": TRAINER_IMAGE, "serve.image": TRAINER_IMAGE,
+    "trainer.image": TRAINER_IMAGE, "runtimes.builtin.image": TRAINER_IMAGE,
 }
 
 

@@ -15,7 +15,7 @@ from .tools import CHART, REPO_ROOT, helm_template, run
 pytestmark = pytest.mark.cluster
 
 LOCAL_IMAGES = ["--set", "image.repository=codex-operator", "--set", "image.tag=dev",
-                "--set", "trainer.image=codex-trainer:dev", "--set", "serve.image=codex-trainer:dev"]
+                "--set", "trainer.image=codex-trainer:dev", "--set", "runtimes.builtin.image=codex-trainer:dev"]
 
 
 def _apply_crds(cluster):
@@ -74,18 +74,15 @@ def test_helm_install_upgrade_uninstall_in_a_restricted_namespace(cluster):
     assert spec["securityContext"]["runAsNonRoot"] is True
     role = cluster.get_json("role", "codex-lifecycle-codex-operator", "-n", watched)
     assert role["rules"][0]["resources"] == ["codextrainingruns", "codexmodels"]
-    can_i = run("kubectl", "auth", "can-i", "create", "jobs", "-n", watched,
-                f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
-                kubeconfig=cluster.kubeconfig, check=False)
-    assert can_i.stdout.strip() == "yes"
-    cannot = run("kubectl", "auth", "can-i", "get", "secrets", "-n", watched,
-                 f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
-                 kubeconfig=cluster.kubeconfig, check=False)
-    assert cannot.stdout.strip() == "no"
-    spec_write = run("kubectl", "auth", "can-i", "patch", "codextrainingruns", "-n", watched,
-                     f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
-                     kubeconfig=cluster.kubeconfig, check=False)
-    assert spec_write.stdout.strip() == "no"  # status only: a user's spec is never written
+    def operator_can(verb: str, resource: str) -> str:
+        """``kubectl auth can-i`` in ``watched`` as the operator's ServiceAccount: "yes" or "no"."""
+        return run("kubectl", "auth", "can-i", verb, resource, "-n", watched,
+                   f"--as=system:serviceaccount:{namespace}:codex-lifecycle-codex-operator",
+                   kubeconfig=cluster.kubeconfig, check=False).stdout.strip()
+
+    assert operator_can("create", "jobs") == "yes"
+    assert operator_can("get", "secrets") == "no"
+    assert operator_can("patch", "codextrainingruns") == "no"  # status only: a user's spec is never written
 
     helm("upgrade", *release, "--set", "logFormat=plain", "--wait", "--timeout", "180s")
     second = _ready_pod(cluster, namespace)
