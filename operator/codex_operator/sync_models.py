@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 import kopf
-from codex_api import CodexModel, SpecError, parse
+from codex_api import CodexModel, SpecError
 
 from . import metrics, names, runtimes
 from .builders.serving import build_hpa, build_service, endpoint
 from .config import OperatorConfig
 from .k8s import NotOwnedError
 from .promotion import Resolution, references_run, resolve
+from .specs import ModelView
 from .ssa import apply_child
 from .state import Key, OperatorState
 from .status import MODEL_OWNED_FIELDS, compute_model_status
@@ -33,8 +34,21 @@ def model_key(namespace: str, name: str) -> tuple[str, str, str]:
     return ("model", namespace, name)
 
 
-def parse_model(body: dict[str, Any]) -> CodexModel:
-    return parse(CodexModel, {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
+def model_view(state: OperatorState, key: Key, body: dict[str, Any]) -> ModelView:
+    """The model's spec view for its generation: parsed once per generation, and kept (models are few,
+    and every run event asks which of them serve from it)."""
+    tracked = state.record(key)
+    if tracked.view is None or not tracked.view.describes(body):
+        tracked.view = ModelView.of(body)
+    return tracked.view
+
+
+def parsed_model(state: OperatorState, key: Key, body: dict[str, Any]) -> CodexModel:
+    """The validated model; raises its SpecError naming the field."""
+    view = model_view(state, key, body)
+    if view.invalid is not None:
+        raise view.invalid
+    return view.model
 
 
 def build_model_children(model: CodexModel, resolution: Resolution, cfg: OperatorConfig) -> dict[str, Optional[dict]]:
@@ -97,7 +111,7 @@ async def reconcile_model(state: OperatorState, key: Key) -> None:
     stored = state.stored_status(key, body)
     view, now = {**body, "status": stored}, datetime.now(timezone.utc)
     try:
-        model = parse_model(body)
+        model = parsed_model(state, key, body)
         resolution = resolve(model, state.views.runs(namespace), served_adapter_of(stored))
         children = build_model_children(model, resolution, state.cfg) if resolution.ready else None
     except SpecError as error:  # invalid, or valid but not servable by its runtime (ServeSpecError)
@@ -122,14 +136,12 @@ def live_children(views: Views, model: dict[str, Any]) -> dict[str, Optional[dic
     return {kind: select_owned(index.get(key), meta["uid"]) for kind, index in indexes.items()}
 
 
-def models_serving_from(views: Views, run: dict[str, Any]) -> list[Key]:
+def models_serving_from(state: OperatorState, run: dict[str, Any]) -> list[Key]:
     """Keys of the models in the run's namespace whose fromTrainingRun may pick it."""
     keys = []
-    for model in views.models(run["metadata"]["namespace"]):
-        try:
-            referenced = references_run(parse_model(model), run)
-        except ValueError:
-            continue  # an invalid model reports itself when reconciled
-        if referenced:
-            keys.append(model_key(model["metadata"]["namespace"], model["metadata"]["name"]))
+    for model in state.views.models(run["metadata"]["namespace"]):
+        key = model_key(model["metadata"]["namespace"], model["metadata"]["name"])
+        view = model_view(state, key, model)
+        if view.model is not None and references_run(view.model, run):
+            keys.append(key)  # an invalid model reports itself when reconciled
     return keys

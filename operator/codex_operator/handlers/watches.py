@@ -29,7 +29,7 @@ async def on_run_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
     else:
         metrics.record_progress(namespace, name, dict(body.get("status") or {}))
         state.enqueue(key)
-    for model in models_serving_from(state.views, body):
+    for model in models_serving_from(state, body):
         state.enqueue(model)
 
 
