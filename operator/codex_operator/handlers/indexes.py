@@ -17,27 +17,17 @@ from ..views import OWNER_METADATA, slim, slim_job
 from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS, SERVICES
 
 
-_last_run: list[Any] = [None, None]
-
-
-def _slim_run(body: kopf.Body) -> dict[str, Any]:
-    """One slim copy per run version, shared by both run indexes (kopf calls them back to back)."""
-    key = (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("resourceVersion"))
-    if _last_run[0] != key:
-        _last_run[:] = [key, slim(body, metadata=OWNER_METADATA)]
-    return _last_run[1]
-
-
 @kopf.index(*RUNS)
 def run_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    """(namespace, name) -> the run."""
-    return {(namespace, name): _slim_run(body)}
+    """(namespace, name) -> the run: the one slim copy of each run the operator keeps."""
+    return {(namespace, name): slim(body, metadata=OWNER_METADATA)}
 
 
 @kopf.index(*RUNS)
-def runs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """namespace -> its runs, for resolving CodexModel.spec.adapter.fromTrainingRun."""
-    return {namespace: _slim_run(body)}
+def run_names(namespace: str, name: str, **_: Any) -> dict[str, str]:
+    """namespace -> the names of its runs (looked up in run_index), for resolving
+    CodexModel.spec.adapter.fromTrainingRun."""
+    return {namespace: name}
 
 
 @kopf.index(*MODELS)
