@@ -85,28 +85,25 @@ def structural(model: type, field: str) -> dict[str, Any]:
     return _structural(resolved)
 
 
-def _crd(
-    model: type,
-    plural: str,
-    short_names: list[str],
-    columns: list[dict[str, Any]],
-) -> dict[str, Any]:
-    kind = model.__name__
-    spec_schema = structural(model, "spec")
-    status_schema = structural(model, "status")
-    description = " ".join((model.__doc__ or "").split())
-    root: dict[str, Any] = {
+def _root_schema(model: type) -> dict[str, Any]:
+    """The openAPIV3Schema of a kind: its spec and status from the model, the rest as every CRD has it."""
+    return {
         "type": "object",
-        "description": description,
+        "description": " ".join((model.__doc__ or "").split()),
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of the object."},
             "kind": {"type": "string", "description": "Kind of the object."},
             "metadata": {"type": "object"},
-            "spec": spec_schema,
-            "status": status_schema,
+            "spec": structural(model, "spec"),
+            "status": structural(model, "status"),
         },
         "required": ["spec"],
     }
+
+
+def _crd(model: type, plural: str, short_names: list[str], columns: list[dict[str, Any]]) -> dict[str, Any]:
+    kind = model.__name__
+    root = _root_schema(model)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
