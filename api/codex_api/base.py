@@ -13,7 +13,7 @@ from dataclasses import field as dataclass_field
 from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 API_GROUP = "codex.dev"
 API_VERSION = "v1alpha1"
@@ -95,6 +95,21 @@ def cel_exactly_one(*wire_names: str) -> str:
 
 def cel_at_most_one(*wire_names: str) -> str:
     return " + ".join(f"(has(self.{n}) ? 1 : 0)" for n in wire_names) + " <= 1"
+
+
+def exactly_one_rule(*wire_names: str) -> Rule:
+    """The rule that exactly one of the fields ``wire_names`` is set, in CEL and in Python alike."""
+    attrs = tuple(to_snake(name) for name in wire_names)
+    listed = ", ".join(wire_names[:-1]) + " or " + wire_names[-1]
+    return Rule(cel=cel_exactly_one(*wire_names), message=f"exactly one of {listed} must be set",
+                check=lambda m: exactly_one(m, *attrs))
+
+
+def at_most_one_rule(*wire_names: str, message: str, field: str | None = None) -> Rule:
+    """The rule that at most one of the fields ``wire_names`` is set."""
+    attrs = tuple(to_snake(name) for name in wire_names)
+    return Rule(cel=cel_at_most_one(*wire_names), message=message, check=lambda m: at_most_one(m, *attrs),
+                field=field)
 
 
 class SpecError(ValueError):

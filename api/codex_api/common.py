@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .base import ApiModel, Rule, cel_exactly_one, exactly_one
+from .base import ApiModel, Rule, exactly_one_rule
 
 # A Kubernetes resource quantity such as "500m", "4", "16Gi".
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
@@ -76,11 +76,7 @@ class ModelSource(ApiModel):
         return refuse_inline_secrets(data, "tokenSecretRef")
 
     __rules__ = (
-        Rule(
-            cel=cel_exactly_one("hub", "pvc", "embedded"),
-            message="exactly one of hub, pvc or embedded must be set",
-            check=lambda m: exactly_one(m, "hub", "pvc", "embedded"),
-        ),
+        exactly_one_rule("hub", "pvc", "embedded"),
         Rule(
             cel="!has(self.revision) || has(self.hub)",
             message="revision applies only to a hub model",
@@ -127,11 +123,7 @@ class DataSource(ApiModel):
     """Where records come from: exactly one of hub, pvc, url or configMap."""
 
     __rules__ = (
-        Rule(
-            cel=cel_exactly_one("hub", "pvc", "url", "configMap"),
-            message="exactly one of hub, pvc, url or configMap must be set",
-            check=lambda m: exactly_one(m, "hub", "pvc", "url", "config_map"),
-        ),
+        exactly_one_rule("hub", "pvc", "url", "configMap"),
     )
 
     hub: Optional[str] = Field(

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from .base import API_GROUP, API_VERSION
-from .model import CodexModel
-from .training_run import CodexTrainingRun
+from .model import PLURAL as MODEL_PLURAL, CodexModel
+from .training_run import PLURAL as RUN_PLURAL, CodexTrainingRun
 
 _DROP = {"title", "default", "additionalProperties", "examples"}
 
@@ -136,37 +136,32 @@ def _crd(model: type, plural: str, short_names: list[str], columns: list[dict[st
     }
 
 
+# The printer columns of `kubectl get cxrun` and `kubectl get cxmodel`.
+RUN_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent",
+     "description": "Percent of training steps done."},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    {"name": "Perplexity", "type": "number", "jsonPath": ".status.metrics.perplexity"},
+    {"name": "Gates", "type": "boolean", "jsonPath": ".status.gates.passed"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+MODEL_COLUMNS = [
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+    {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime", "priority": 1},
+    {"name": "Adapter", "type": "string", "jsonPath": ".status.servedAdapter.revision"},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
 def training_run_crd() -> dict[str, Any]:
-    return _crd(
-        CodexTrainingRun,
-        "codextrainingruns",
-        ["cxrun"],
-        [
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent",
-             "description": "Percent of training steps done."},
-            {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
-            {"name": "Perplexity", "type": "number", "jsonPath": ".status.metrics.perplexity"},
-            {"name": "Gates", "type": "boolean", "jsonPath": ".status.gates.passed"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ],
-    )
+    return _crd(CodexTrainingRun, RUN_PLURAL, ["cxrun"], RUN_COLUMNS)
 
 
 def model_crd() -> dict[str, Any]:
-    return _crd(
-        CodexModel,
-        "codexmodels",
-        ["cxmodel"],
-        [
-            {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
-            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
-            {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime", "priority": 1},
-            {"name": "Adapter", "type": "string", "jsonPath": ".status.servedAdapter.revision"},
-            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ],
-    )
+    return _crd(CodexModel, MODEL_PLURAL, ["cxmodel"], MODEL_COLUMNS)
 
 
 CRD_FILES = {

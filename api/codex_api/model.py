@@ -8,20 +8,9 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from . import runtimes
-from .base import ApiModel, Rule, cel_exactly_one, exactly_one
-from .common import (
-    CONDITIONS_FIELD,
-    HUB_REPO_PATTERN,
-    NAME_PATTERN,
-    QUANTITY_PATTERN,
-    Condition,
-    ModelSource,
-    ObjectMeta,
-    PvcPath,
-    SecretKeyRef,
-    Toleration,
-    refuse_inline_secrets,
-)
+from .base import ApiModel, Rule, exactly_one_rule
+from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, NAME_PATTERN, QUANTITY_PATTERN, Condition, ModelSource,
+                     ObjectMeta, PvcPath, SecretKeyRef, Toleration, refuse_inline_secrets)
 
 KIND = "CodexModel"
 PLURAL = "codexmodels"
@@ -50,11 +39,7 @@ class FromTrainingRun(ApiModel):
     """Serve the newest adapter that a CodexTrainingRun published and whose gates passed."""
 
     __rules__ = (
-        Rule(
-            cel=cel_exactly_one("name", "selector"),
-            message="exactly one of name or selector must be set",
-            check=lambda m: exactly_one(m, "name", "selector"),
-        ),
+        exactly_one_rule("name", "selector"),
     )
 
     name: Optional[str] = Field(None, description="name of one CodexTrainingRun in this namespace.",
@@ -69,11 +54,7 @@ class Adapter(ApiModel):
     """Where the LoRA adapter comes from: exactly one of hub, pvc or fromTrainingRun."""
 
     __rules__ = (
-        Rule(
-            cel=cel_exactly_one("hub", "pvc", "fromTrainingRun"),
-            message="exactly one of hub, pvc or fromTrainingRun must be set",
-            check=lambda m: exactly_one(m, "hub", "pvc", "from_training_run"),
-        ),
+        exactly_one_rule("hub", "pvc", "fromTrainingRun"),
     )
 
     hub: Optional[HubAdapter] = Field(None, description="hub is an adapter repo on the Hugging Face Hub.")

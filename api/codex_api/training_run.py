@@ -7,18 +7,9 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
-from .base import ApiModel, Rule, at_most_one, cel_at_most_one
-from .common import (
-    NAME_PATTERN,
-    QUANTITY_PATTERN,
-    DataSource,
-    ModelSource,
-    ObjectMeta,
-    PvcPath,
-    SecretKeyRef,
-    Toleration,
-    refuse_inline_secrets,
-)
+from .base import ApiModel, Rule, at_most_one, at_most_one_rule
+from .common import (NAME_PATTERN, QUANTITY_PATTERN, DataSource, ModelSource, ObjectMeta, PvcPath, SecretKeyRef,
+                     Toleration, refuse_inline_secrets)
 from .evaluation import Evaluation
 # The evaluation and status types live in their own modules; they are imported here too so that
 # ``from codex_api.training_run import Gates`` (and the rest) keeps working for every importer.
@@ -159,11 +150,8 @@ class Checkpointing(ApiModel):
     """Where checkpoints go and how many are kept; a retried pod resumes from the newest."""
 
     __rules__ = (
-        Rule(
-            cel=cel_at_most_one("claimName", "size"),
-            message="set claimName (an existing PVC) or size (a PVC the operator creates), not both",
-            check=lambda m: at_most_one(m, "claim_name", "size"),
-        ),
+        at_most_one_rule("claimName", "size",
+                         message="set claimName (an existing PVC) or size (a PVC the operator creates), not both"),
     )
 
     claim_name: Optional[str] = Field(
