@@ -6,7 +6,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Optional
 
-from codex_api.common import Toleration
+from codex_api import paths
+from codex_api.common import SecretKeyRef, Toleration
 
 from ..config import Resources
 
@@ -85,6 +86,16 @@ def env_field(name: str, field_path: str) -> dict[str, Any]:
 def env_secret(name: str, secret: str, key: str) -> dict[str, Any]:
     """An env var filled by the kubelet from a Secret: the operator never sees the value."""
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def secret_envs(pairs: Iterable[tuple[str, Optional[SecretKeyRef]]]) -> list[dict[str, Any]]:
+    """Env vars filled from the Secret keys named; a pair whose reference is unset is left out."""
+    return [env_secret(name, ref.name, ref.key) for name, ref in pairs if ref is not None]
+
+
+def serving_pod_env() -> list[dict[str, Any]]:
+    """What every serving container is told: its pod IP (to bind to) and where the Hub cache lives."""
+    return [env_field("POD_IP", "status.podIP"), env_value("HF_HOME", str(paths.HF_HOME))]
 
 
 def sorted_env(env: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

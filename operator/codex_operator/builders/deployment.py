@@ -10,18 +10,8 @@ from codex_api.model import ServedAdapter
 
 from .. import names
 from ..config import OperatorConfig
-from .common import (
-    container_security_context,
-    env_field,
-    env_secret,
-    env_value,
-    metadata,
-    pod_security_context,
-    resource_requirements,
-    sorted_env,
-    tolerations,
-    volume_name,
-)
+from .common import (container_security_context, env_value, metadata, pod_security_context, resource_requirements,
+                     secret_envs, serving_pod_env, sorted_env, tolerations, volume_name)
 from .serving import ServeSpecError, serving_image
 
 SERVER_PORT = 8000
@@ -87,18 +77,12 @@ def server_args(model: CodexModel, base: ModelSource, served_adapter: ServedAdap
 
 
 def server_env(model: CodexModel, base: ModelSource) -> list[dict[str, Any]]:
-    env = [
-        env_field("POD_IP", "status.podIP"),
-        env_value("HF_HOME", str(paths.HF_HOME)),
+    return sorted_env([
+        *serving_pod_env(),
         env_value("TMPDIR", TMP_DIR),
-    ]
-    if model.spec.server.api_key_secret_ref is not None:
-        ref = model.spec.server.api_key_secret_ref
-        env.append(env_secret(paths.ENV_API_KEY, ref.name, ref.key))
-    token = hub_token_ref(model, base)
-    if token is not None:
-        env.append(env_secret(paths.ENV_HF_TOKEN, token.name, token.key))
-    return sorted_env(env)
+        *secret_envs([(paths.ENV_API_KEY, model.spec.server.api_key_secret_ref),
+                      (paths.ENV_HF_TOKEN, hub_token_ref(model, base))]),
+    ])
 
 
 def server_volumes(base: ModelSource, served_adapter: ServedAdapter) -> tuple[list[dict], list[dict]]:

@@ -25,7 +25,8 @@ from codex_api.model import ServedAdapter
 
 from .. import names
 from ..config import OperatorConfig
-from .common import container_security_context, env_field, env_secret, env_value, resource_requirements, sorted_env
+from .common import (container_security_context, env_value, resource_requirements, secret_envs, serving_pod_env,
+                     sorted_env)
 from .deployment import server_volumes
 from .serving import ServeSpecError, serving_image
 
@@ -130,22 +131,18 @@ def vllm_args(model: CodexModel, base: ModelSource, served: ServedAdapter,
 
 
 def vllm_env(model: CodexModel, base: ModelSource) -> list[dict[str, Any]]:
-    env = [
-        env_field("POD_IP", "status.podIP"),
-        env_value("HF_HOME", str(paths.HF_HOME)),
+    return sorted_env([
+        *serving_pod_env(),
         # The root filesystem is read-only and the image's user has no home: caches go to an emptyDir.
         env_value("HOME", HOME_DIR),
         env_value("XDG_CACHE_HOME", f"{HOME_DIR}/.cache"),
         # No usage statistics phoned home from a cluster.
         env_value("VLLM_NO_USAGE_STATS", "1"),
         env_value("DO_NOT_TRACK", "1"),
-    ]
-    if model.spec.server.api_key_secret_ref is not None:
-        ref = model.spec.server.api_key_secret_ref
-        env.append(env_secret("VLLM_API_KEY", ref.name, ref.key))
-    if base.token_secret_ref is not None:  # a gated or private base model
-        env.append(env_secret(paths.ENV_HF_TOKEN, base.token_secret_ref.name, base.token_secret_ref.key))
-    return sorted_env(env)
+        # The base model's token only (a gated or private base); the adapter is fetched before vLLM starts.
+        *secret_envs([("VLLM_API_KEY", model.spec.server.api_key_secret_ref),
+                      (paths.ENV_HF_TOKEN, base.token_secret_ref)]),
+    ])
 
 
 def health_probe(period: int, failures: int) -> dict[str, Any]:
@@ -179,10 +176,7 @@ def build_fetch_container(model: CodexModel, base: ModelSource, served: ServedAd
     if served.repo is None or served.claim_name is not None:
         return None
     env = [env_value("HF_HOME", str(paths.HF_HOME)), env_value("HOME", HOME_DIR),
-           env_value("HF_HUB_DISABLE_TELEMETRY", "1")]
-    token = hub_token_ref(model, base)
-    if token is not None:
-        env.append(env_secret(paths.ENV_HF_TOKEN, token.name, token.key))
+           env_value("HF_HUB_DISABLE_TELEMETRY", "1"), *secret_envs([(paths.ENV_HF_TOKEN, hub_token_ref(model, base))])]
     resources = model.spec.resources
     container: dict[str, Any] = {
         "name": FETCH_CONTAINER,
