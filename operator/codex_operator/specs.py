@@ -35,11 +35,20 @@ def generation_of(body: Mapping[str, Any]) -> tuple[Optional[str], Optional[int]
 
 
 @dataclass(frozen=True)
-class RunView:
-    """One generation of a run's spec, as the reconciler and status read it."""
+class SpecView:
+    """Which object and generation a view was computed for."""
 
     uid: Optional[str]
     generation: Optional[int]
+
+    def describes(self, body: Mapping[str, Any]) -> bool:
+        return (self.uid, self.generation) == generation_of(body)
+
+
+@dataclass(frozen=True)
+class RunView(SpecView):
+    """One generation of a run's spec, as the reconciler and status read it."""
+
     invalid: Optional[SpecError] = None
     # builders.job.training_hashes of the spec, and the pod-template hash it would build.
     training_hashes: str = ""
@@ -56,9 +65,6 @@ class RunView:
             return cls(uid, generation, invalid=error)
         return cls(uid, generation, None, training_hashes(run.spec), desired_pod_template_hash(run, cfg), run)
 
-    def describes(self, body: Mapping[str, Any]) -> bool:
-        return (self.uid, self.generation) == generation_of(body)
-
     def kept(self) -> "RunView":
         """The view as remembered between reconciles: without the parsed run."""
         return dataclasses.replace(self, parsed=None)
@@ -69,11 +75,9 @@ class RunView:
 
 
 @dataclass(frozen=True)
-class ModelView:
+class ModelView(SpecView):
     """One generation of a model's spec: the parsed model, or why it is invalid."""
 
-    uid: Optional[str]
-    generation: Optional[int]
     model: Optional[CodexModel] = None
     invalid: Optional[SpecError] = None
 
@@ -84,6 +88,3 @@ class ModelView:
             return cls(uid, generation, parse_object(CodexModel, body))
         except SpecError as error:
             return cls(uid, generation, invalid=error)
-
-    def describes(self, body: Mapping[str, Any]) -> bool:
-        return (self.uid, self.generation) == generation_of(body)
