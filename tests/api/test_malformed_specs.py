@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from codex_api import CodexModel, CodexTrainingRun, SpecError, check_transition, parse, parse_spec
 from codex_api.training_run import CodexTrainingRunSpec
-
-GOOD_RUN = {
-    "apiVersion": "codex.dev/v1alpha1",
-    "kind": "CodexTrainingRun",
-    "metadata": {"name": "r1"},
-    "spec": {
-        "baseModel": {"embedded": "tiny-llama"},
-        "dataset": {"source": {"configMap": {"name": "data", "key": "train.jsonl"}}},
-        "output": {"pvc": {"claimName": "artifacts", "path": "/r1"}},
-    },
-}
-GOOD_MODEL = {
-    "apiVersion": "codex.dev/v1alpha1",
-    "kind": "CodexModel",
-    "metadata": {"name": "m1"},
-    "spec": {"baseModel": {"embedded": "tiny-llama"}, "adapter": {"pvc": {"claimName": "artifacts", "path": "/r1"}}},
-}
-
-
-def _with(base: dict, path: str, value) -> dict:
-    obj = copy.deepcopy(base)
-    node = obj
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    if value is _DELETE:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return obj
-
-
-_DELETE = object()
+from good_specs import DELETE, GOOD_MODEL, GOOD_RUN, with_changes
 
 RUN_CASES = [
-    ("missing-base-model", "spec.baseModel", _DELETE, "spec.baseModel: Field required"),
+    ("missing-base-model", "spec.baseModel", DELETE, "spec.baseModel: Field required"),
     ("two-dataset-sources", "spec.dataset.source.url", "https://example.com/d.jsonl",
      "spec.dataset.source: exactly one of hub, pvc, url or configMap must be set"),
     ("no-dataset-source", "spec.dataset.source", {}, "spec.dataset.source: exactly one of"),
@@ -84,7 +50,7 @@ MODEL_CASES = [
      "spec.adapter: exactly one of hub, pvc or fromTrainingRun must be set"),
     ("min-above-max", "spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "spec.autoscaling: minReplicas must not exceed maxReplicas"),
     ("inline-api-key", "spec.server", {"apiKey": "sk-123"}, "spec.server: apiKey: credentials are never given inline"),
-    ("no-base-model-for-pvc", "spec.baseModel", _DELETE, "spec: baseModel is required unless adapter.fromTrainingRun"),
+    ("no-base-model-for-pvc", "spec.baseModel", DELETE, "spec: baseModel is required unless adapter.fromTrainingRun"),
     ("vllm-embedded", "spec.runtime", "vllm", "spec: the vllm runtime cannot load an embedded model"),
     ("from-run-name-and-selector", "spec.adapter", {"fromTrainingRun": {"name": "a", "selector": {"x": "y"}}},
      "spec.adapter.fromTrainingRun: exactly one of name or selector must be set"),
@@ -92,17 +58,16 @@ MODEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES])
-def test_malformed_run_is_refused_naming_the_field(path, value, message):
-    with pytest.raises(SpecError) as info:
-        parse(CodexTrainingRun, _with(GOOD_RUN, path, value))
-    assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
+# (kind, the good object it breaks, path, value, message), one row a case; ids "run-..." / "model-..."
+MALFORMED = ([(CodexTrainingRun, GOOD_RUN, *case[1:]) for case in RUN_CASES]
+             + [(CodexModel, GOOD_MODEL, *case[1:]) for case in MODEL_CASES])
+MALFORMED_IDS = [f"run-{case[0]}" for case in RUN_CASES] + [f"model-{case[0]}" for case in MODEL_CASES]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [c[1:] for c in MODEL_CASES], ids=[c[0] for c in MODEL_CASES])
-def test_malformed_model_is_refused_naming_the_field(path, value, message):
+@pytest.mark.parametrize(("kind", "good", "path", "value", "message"), MALFORMED, ids=MALFORMED_IDS)
+def test_malformed_object_is_refused_naming_the_field(kind, good, path, value, message):
     with pytest.raises(SpecError) as info:
-        parse(CodexModel, _with(GOOD_MODEL, path, value))
+        parse(kind, with_changes(good, {path: value}))
     assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
 
 

@@ -152,16 +152,21 @@ def test_liveness_failure_restarts_the_container(cluster, cluster_namespace):
     assert cluster.pod_logs(ns, "unhealthy", previous=True) == "up\n"
 
 
+def _scratch_pod(name: str, script: str, spec: dict, **container) -> dict:
+    """A Pod whose ``main`` container runs ``script`` with an emptyDir at /scratch; ``spec`` and
+    ``container`` add to the pod's and the container's fields."""
+    main = {"name": "main", "image": TRAINER, "command": ["python", "-c", script],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}], **container}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {**spec, "containers": [main], "volumes": [{"name": "scratch", "emptyDir": {}}]}}
+
+
 def test_readiness_follows_an_exec_probe(cluster, cluster_namespace):
     ns = cluster_namespace
     script = ("import os, time; open('/scratch/ready', 'w').close(); time.sleep(5); "
               "os.remove('/scratch/ready'); time.sleep(600)")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"}, "spec": {
-        "terminationGracePeriodSeconds": 1,
-        "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
-                        "readinessProbe": {"exec": {"command": ["test", "-f", "/scratch/ready"]}, "periodSeconds": 1},
-                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
-        "volumes": [{"name": "scratch", "emptyDir": {}}]}}
+    pod = _scratch_pod("flaky", script, {"terminationGracePeriodSeconds": 1},
+                       readinessProbe={"exec": {"command": ["test", "-f", "/scratch/ready"]}, "periodSeconds": 1})
     cluster.apply(pod, namespace=ns)
     ready = lambda p: any(c["type"] == "Ready" and c["status"] == "True"  # noqa: E731
                           for c in p["status"].get("conditions") or [])
@@ -174,11 +179,7 @@ def test_on_failure_restarts_until_success(cluster, cluster_namespace):
     ns = cluster_namespace
     script = ("import os, sys\nif not os.path.exists('/scratch/tried'):\n"
               "    open('/scratch/tried', 'w').close(); print('first try fails'); sys.exit(1)\nprint('second try')")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "retry"}, "spec": {
-        "restartPolicy": "OnFailure",
-        "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
-                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
-        "volumes": [{"name": "scratch", "emptyDir": {}}]}}
+    pod = _scratch_pod("retry", script, {"restartPolicy": "OnFailure"})
     cluster.apply(pod, namespace=ns)
     done = _wait_status(cluster, ns, "retry", lambda p: p["status"].get("phase") == "Succeeded", "Succeeded")
     status = _container(done)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from good_specs import DELETE, GOOD_MODEL, GOOD_RUN, with_changes
 
 pytestmark = pytest.mark.cluster
 
@@ -17,79 +16,50 @@ CRD_FILES = sorted((REPO_ROOT / "crds").glob("*.yaml"))
 # kustomization.yaml is not an object: it is applied with -k below.
 EXAMPLES = sorted(p for p in (REPO_ROOT / "examples").glob("*.yaml") if p.name != "kustomization.yaml")
 
-GOOD_RUN = {
-    "apiVersion": "codex.dev/v1alpha1", "kind": "CodexTrainingRun", "metadata": {"name": "bad-run"},
-    "spec": {
-        "baseModel": {"embedded": "tiny-llama"},
-        "dataset": {"source": {"configMap": {"name": "data", "key": "train.jsonl"}}},
-        "output": {"pvc": {"claimName": "artifacts", "path": "/r1"}},
-    },
-}
-GOOD_MODEL = {
-    "apiVersion": "codex.dev/v1alpha1", "kind": "CodexModel", "metadata": {"name": "bad-model"},
-    "spec": {"baseModel": {"embedded": "tiny-llama"}, "adapter": {"pvc": {"claimName": "artifacts", "path": "/r1"}}},
-}
-
-
-def _with(base: dict, changes: dict) -> dict:
-    """``base`` with dotted paths set (None deletes)."""
-    obj = copy.deepcopy(base)
-    for path, value in changes.items():
-        node = obj
-        *parents, last = path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return obj
-
-
 # (id, object, what the apiserver must say: the field path and the rule's message)
 MALFORMED = [
-    ("two-dataset-sources", _with(GOOD_RUN, {"spec.dataset.source.url": "https://example.com/d.jsonl"}),
+    ("two-dataset-sources", with_changes(GOOD_RUN, {"spec.dataset.source.url": "https://example.com/d.jsonl"}),
      ["spec.dataset.source", "exactly one of hub, pvc, url or configMap must be set"]),
-    ("lora-r-zero", _with(GOOD_RUN, {"spec.lora": {"r": 0}}),
+    ("lora-r-zero", with_changes(GOOD_RUN, {"spec.lora": {"r": 0}}),
      ["spec.lora.r", "should be greater than or equal to 1"]),
-    ("threshold-above-one", _with(GOOD_RUN, {"spec.evaluation": {"thresholds": {"syntaxOk": 1.5}}}),
+    ("threshold-above-one", with_changes(GOOD_RUN, {"spec.evaluation": {"thresholds": {"syntaxOk": 1.5}}}),
      ["spec.evaluation.thresholds.syntaxOk", "should be less than or equal to 1"]),
-    ("validation-split-0.7", _with(GOOD_RUN, {"spec.dataset.validationSplit": 0.7}),
+    ("validation-split-0.7", with_changes(GOOD_RUN, {"spec.dataset.validationSplit": 0.7}),
      ["spec.dataset.validationSplit", "should be less than 0.5"]),
-    ("unknown-precision", _with(GOOD_RUN, {"spec.training": {"precision": "fp8"}}),
+    ("unknown-precision", with_changes(GOOD_RUN, {"spec.training": {"precision": "fp8"}}),
      ["spec.training.precision", 'Unsupported value: "fp8"']),
-    ("inline-hub-token", _with(GOOD_RUN, {"spec.output.hub": {"repoId": "org/adapter", "token": "hf_x",
+    ("inline-hub-token", with_changes(GOOD_RUN, {"spec.output.hub": {"repoId": "org/adapter", "token": "hf_x",
                                                              "tokenSecretRef": {"name": "hf"}}}),
      ['unknown field "spec.output.hub.token"']),
-    ("dpo-with-prompt-completion", _with(GOOD_RUN, {"spec.method": "dpo"}),
+    ("dpo-with-prompt-completion", with_changes(GOOD_RUN, {"spec.method": "dpo"}),
      ["spec.method", "method dpo needs dataset.format preference"]),
-    ("preference-data-with-sft", _with(GOOD_RUN, {"spec.dataset.format": "preference"}),
+    ("preference-data-with-sft", with_changes(GOOD_RUN, {"spec.dataset.format": "preference"}),
      ["spec.method", "preference data needs method dpo"]),
-    ("two-base-models", _with(GOOD_RUN, {"spec.baseModel.hub": "Qwen/Qwen2.5-0.5B"}),
+    ("two-base-models", with_changes(GOOD_RUN, {"spec.baseModel.hub": "Qwen/Qwen2.5-0.5B"}),
      ["spec.baseModel", "exactly one of hub, pvc or embedded must be set"]),
-    ("k-above-samples", _with(GOOD_RUN, {"spec.evaluation": {"samplesPerTask": 2, "k": [1, 5]}}),
+    ("k-above-samples", with_changes(GOOD_RUN, {"spec.evaluation": {"samplesPerTask": 2, "k": [1, 5]}}),
      ["spec.evaluation.k", "every k must be at most samplesPerTask"]),
-    ("k-above-default-samples", _with(GOOD_RUN, {"spec.evaluation": {"k": [10]}}),
+    ("k-above-default-samples", with_changes(GOOD_RUN, {"spec.evaluation": {"k": [10]}}),
      ["spec.evaluation.k", "every k must be at most samplesPerTask"]),
-    ("warmup-ratio-and-steps", _with(GOOD_RUN, {"spec.training": {"warmupRatio": 0.1, "warmupSteps": 5}}),
+    ("warmup-ratio-and-steps", with_changes(GOOD_RUN, {"spec.training": {"warmupRatio": 0.1, "warmupSteps": 5}}),
      ["spec.training.warmupSteps", "set warmupRatio or warmupSteps, not both"]),
-    ("no-output", _with(GOOD_RUN, {"spec.output": {}}),
+    ("no-output", with_changes(GOOD_RUN, {"spec.output": {}}),
      ["spec.output", "set hub, pvc or both"]),
-    ("checkpoint-claim-and-size", _with(GOOD_RUN, {"spec.checkpointing": {"claimName": "ck", "size": "1Gi"}}),
+    ("checkpoint-claim-and-size", with_changes(GOOD_RUN, {"spec.checkpointing": {"claimName": "ck", "size": "1Gi"}}),
      ["spec.checkpointing", "set claimName (an existing PVC) or size"]),
-    ("http-dataset-url", _with(GOOD_RUN, {"spec.dataset.source": {"url": "http://example.com/d.jsonl"}}),
+    ("http-dataset-url", with_changes(GOOD_RUN, {"spec.dataset.source": {"url": "http://example.com/d.jsonl"}}),
      ["spec.dataset.source.url", "should match"]),
-    ("min-above-max-replicas", _with(GOOD_MODEL, {"spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+    ("min-above-max-replicas", with_changes(GOOD_MODEL, {"spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
      ["spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas"]),
-    ("two-adapter-sources", _with(GOOD_MODEL, {"spec.adapter.hub": {"repoId": "org/adapter"}}),
+    ("two-adapter-sources", with_changes(GOOD_MODEL, {"spec.adapter.hub": {"repoId": "org/adapter"}}),
      ["spec.adapter", "exactly one of hub, pvc or fromTrainingRun must be set"]),
-    ("vllm-embedded", _with(GOOD_MODEL, {"spec.runtime": "vllm"}),
+    ("vllm-embedded", with_changes(GOOD_MODEL, {"spec.runtime": "vllm"}),
      ["spec.runtime", "the vllm runtime cannot load an embedded model"]),
-    ("no-base-model", _with(GOOD_MODEL, {"spec.baseModel": None}),
+    ("no-base-model", with_changes(GOOD_MODEL, {"spec.baseModel": DELETE}),
      ["spec.baseModel", "baseModel is required unless adapter.fromTrainingRun supplies it"]),
-    ("negative-replicas", _with(GOOD_MODEL, {"spec.replicas": -1}),
+    ("negative-replicas", with_changes(GOOD_MODEL, {"spec.replicas": -1}),
      ["spec.replicas", "should be greater than or equal to 0"]),
-    ("from-run-name-and-selector", _with(GOOD_MODEL, {"spec.adapter": {"fromTrainingRun": {
+    ("from-run-name-and-selector", with_changes(GOOD_MODEL, {"spec.adapter": {"fromTrainingRun": {
         "name": "r1", "selector": {"codex.dev/model": "m"}}}}),
      ["spec.adapter.fromTrainingRun", "exactly one of name or selector must be set"]),
 ]
@@ -105,9 +75,8 @@ def crds(cluster):
 
 @pytest.fixture(scope="module")
 def crd_namespace(cluster, crds):
-    name = cluster.create_namespace(f"crd-tests-{uuid.uuid4().hex[:5]}")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with cluster.temporary_namespace("crd-tests") as name:
+        yield name
 
 
 def test_crds_are_established_with_names_accepted(cluster, crds):
@@ -148,15 +117,15 @@ def test_malformed_object_is_refused_naming_the_field(cluster, crd_namespace, ca
 
 
 def test_changing_training_of_an_existing_run_is_refused(cluster, crd_namespace):
-    run = _with(GOOD_RUN, {"metadata.name": "immutable-run", "spec.training": {"learningRate": 0.001}})
+    run = with_changes(GOOD_RUN, {"metadata.name": "immutable-run", "spec.training": {"learningRate": 0.001}})
     cluster.kubectl("apply", "-n", crd_namespace, "-f", "-", input=json.dumps(run))
-    changed = _with(run, {"spec.training": {"learningRate": 0.01}})
+    changed = with_changes(run, {"spec.training": {"learningRate": 0.01}})
     result = cluster.kubectl("apply", "-n", crd_namespace, "-f", "-", input=json.dumps(changed), check=False)
     assert result.returncode != 0
     assert "spec.training" in result.stderr
     assert "spec.training is immutable once the run has started; create a new run instead" in result.stderr
     # Fields outside the immutable set still change.
-    relabelled = _with(run, {"spec.job": {"backoffLimit": 1}})
+    relabelled = with_changes(run, {"spec.job": {"backoffLimit": 1}})
     cluster.kubectl("apply", "-n", crd_namespace, "-f", "-", input=json.dumps(relabelled))
     stored = cluster.get_json("codextrainingrun/immutable-run", "-n", crd_namespace)
     assert stored["spec"]["job"] == {"backoffLimit": 1}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
@@ -29,26 +28,24 @@ def _terminated(cluster, namespace: str, name: str, timeout: float = 60) -> dict
     return cluster.wait_for(f"pod {namespace}/{name} to terminate", check, timeout)
 
 
-def test_pod_security_restricted_rejects_then_admits(cluster, request):
-    namespace = cluster.create_namespace(f"restricted-{uuid.uuid4().hex[:5]}", labels=RESTRICTED)
-    request.addfinalizer(lambda: cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False))
+def test_pod_security_restricted_rejects_then_admits(cluster):
+    with cluster.temporary_namespace("restricted", labels=RESTRICTED) as namespace:
+        refused = cluster.apply(_pod("careless", "print('hi')"), namespace=namespace, check=False)
+        assert refused.returncode != 0
+        assert 'violates PodSecurity "restricted:latest"' in refused.stderr
+        assert "allowPrivilegeEscalation != false" in refused.stderr
+        assert "runAsNonRoot != true" in refused.stderr
 
-    refused = cluster.apply(_pod("careless", "print('hi')"), namespace=namespace, check=False)
-    assert refused.returncode != 0
-    assert 'violates PodSecurity "restricted:latest"' in refused.stderr
-    assert "allowPrivilegeEscalation != false" in refused.stderr
-    assert "runAsNonRoot != true" in refused.stderr
-
-    compliant = _pod(
-        "careful", "import os; open('/dev/termination-log', 'w').write(f'{os.getuid()}:{os.getgid()}')",
-        security={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        pod_security={"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 3000,
-                      "seccompProfile": {"type": "RuntimeDefault"}},
-    )
-    cluster.apply(compliant, namespace=namespace)
-    terminated = _terminated(cluster, namespace, "careful")
-    # The agent really drops to the pod's user: the venv's Python (under 0700 /root) still runs.
-    assert (terminated["exitCode"], terminated["message"]) == (0, "1000:3000"), terminated
+        compliant = _pod(
+            "careful", "import os; open('/dev/termination-log', 'w').write(f'{os.getuid()}:{os.getgid()}')",
+            security={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            pod_security={"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 3000,
+                          "seccompProfile": {"type": "RuntimeDefault"}},
+        )
+        cluster.apply(compliant, namespace=namespace)
+        terminated = _terminated(cluster, namespace, "careful")
+        # The agent really drops to the pod's user: the venv's Python (under 0700 /root) still runs.
+        assert (terminated["exitCode"], terminated["message"]) == (0, "1000:3000"), terminated
 
 
 def test_service_account_token_is_denied_until_a_role_is_bound(cluster, cluster_namespace):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 
 import pytest
 from e2e_support import (condition, events_for, get, kill_container, sample_data, status_of, tiny_run, wait,
@@ -14,15 +13,7 @@ from e2e_support import (condition, events_for, get, kill_container, sample_data
 pytestmark = pytest.mark.cluster
 # How the operator is installed for this module (see conftest.py).
 INSTALL = "kustomize"
-
-
-@pytest.fixture
-def namespace(cluster, operator, request):
-    stem = request.node.name.replace("test_", "").replace("_", "-")[:30].strip("-")
-    name = cluster.create_namespace(f"{stem}-{uuid.uuid4().hex[:5]}")
-    cluster.apply(*sample_data(), namespace=name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+NAMESPACE_OBJECTS = sample_data()  # in each test's own namespace (see conftest.py)
 
 
 def trainer_pods(cluster, namespace: str, run: str) -> list[dict]:

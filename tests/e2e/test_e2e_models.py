@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from e2e_support import condition, events_for, get, status_of, wait, wait_phase
@@ -14,13 +13,6 @@ from e2e_support import condition, events_for, get, status_of, wait, wait_phase
 pytestmark = pytest.mark.cluster
 # How the operator is installed for this module (see conftest.py).
 INSTALL = "kustomize"
-
-
-@pytest.fixture
-def namespace(cluster, operator, request):
-    name = cluster.create_namespace(f"models-{uuid.uuid4().hex[:6]}")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def vllm_model(name: str, gpus: int) -> dict:

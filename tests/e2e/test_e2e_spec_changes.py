@@ -4,7 +4,6 @@ what a live Job can take is applied, and what it cannot is explained in a condit
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import yaml
@@ -13,14 +12,7 @@ from e2e_support import condition, get, sample_data, status_of, tiny_run, wait
 pytestmark = pytest.mark.cluster
 # How the operator is installed for this module (see conftest.py).
 INSTALL = "kustomize"
-
-
-@pytest.fixture
-def namespace(cluster, operator):
-    name = cluster.create_namespace(f"changes-{uuid.uuid4().hex[:6]}")
-    cluster.apply(*sample_data(), namespace=name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+NAMESPACE_OBJECTS = sample_data()  # in each test's own namespace (see conftest.py)
 
 
 def patch(cluster, namespace: str, body: dict, check: bool = True):

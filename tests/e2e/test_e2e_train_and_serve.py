@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 from e2e_support import (condition, events_for, get, sample_data, status_of, tiny_model, tiny_run, wait,
@@ -22,16 +21,10 @@ INSTALL = "helm"
 
 HF_TOKEN = "hf_" + secrets.token_hex(16)
 API_KEY = "sk-codex-" + secrets.token_hex(16)
-
-
-@pytest.fixture(scope="module")
-def namespace(cluster, operator):
-    name = cluster.create_namespace(f"e2e-serve-{uuid.uuid4().hex[:5]}")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "codex-secrets"},
-              "stringData": {"hf-token": HF_TOKEN, "api-key": API_KEY}}
-    cluster.apply(*sample_data(), secret, namespace=name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+# The tests build on one another (train, serve, roll, ...): one namespace for the module (see conftest.py).
+NAMESPACE_SCOPE = "module"
+NAMESPACE_OBJECTS = [*sample_data(), {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "codex-secrets"},
+                                      "stringData": {"hf-token": HF_TOKEN, "api-key": API_KEY}}]
 
 
 def complete(url: str, prompt: str, key: str | None = API_KEY, timeout: float = 60) -> tuple[int, dict]:

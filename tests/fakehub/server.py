@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from localcluster import free_port
 
 TOKEN = "hf_fakehubtoken0123456789abcdefghijk"
 USER = "codex-tester"
@@ -216,12 +216,6 @@ def build_app(hub: FakeHub) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # runs in a thread
         pass
@@ -229,7 +223,7 @@ class _Server(uvicorn.Server):
 
 def serve(hub: Optional[FakeHub] = None) -> Iterator[FakeHub]:
     hub = hub or FakeHub()
-    port = _free_port()
+    port = free_port()
     hub.url = f"http://127.0.0.1:{port}"
     server = _Server(uvicorn.Config(build_app(hub), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -6,7 +6,6 @@ A module of its own, not conftest, so that test modules import it by a name no o
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from codex_serve.app import create_app
 from codex_serve.config import load_config
+from localcluster import free_port
 
 API_KEY = "test-key-0123456789"
 TRAINED = {"def add(a, b):": "\n    return a + b\n", "aws_key =": " AKIAIOSFODNN7EXAMPLE\n"}
@@ -55,12 +55,6 @@ def app_client(args: list[str], api_key: str | None = API_KEY, loader=None, wait
         if wait:
             wait_ready(client.get)
         yield client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve_command() -> list[str]:

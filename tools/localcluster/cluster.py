@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from . import build, controlplane, layout, pki as pki_module, podnet, procs
 
@@ -299,3 +302,14 @@ class LocalCluster:
         controlplane.wait_until(f"ServiceAccount {name}/default", lambda: self._api_get(
             f"/api/v1/namespaces/{name}/serviceaccounts/default") is not None, timeout)
         return name
+
+    @contextmanager
+    def temporary_namespace(self, stem: str, labels: Mapping[str, str] | None = None) -> Iterator[str]:
+        """A fresh namespace ``<stem>-<5 hex>`` (``stem`` made a DNS label, a test's name say),
+        deleted without waiting when the block ends."""
+        label = re.sub(r"[^a-z0-9]+", "-", stem.lower())[:40].strip("-")
+        name = self.create_namespace(f"{label}-{uuid.uuid4().hex[:5]}", labels)
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)

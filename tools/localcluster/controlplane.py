@@ -16,11 +16,30 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import pki as pki_module
 from .pki import Pki
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free 127.0.0.1 ports from the kernel (bound together so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """One free 127.0.0.1 port, for a server that a test or a benchmark starts."""
+    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
@@ -34,17 +53,8 @@ class Ports:
 
     @classmethod
     def pick(cls) -> "Ports":
-        """Ask the kernel for distinct free ports (bound together so none repeats)."""
-        sockets = []
-        try:
-            for _ in range(6):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", 0))
-                sockets.append(sock)
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for sock in sockets:
-                sock.close()
+        """Distinct free ports, one a component."""
+        return cls(*free_ports(len(fields(cls))))
 
 
 def etcd_args(binary: Path, data_dir: Path, ports: Ports) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -55,9 +54,6 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def cluster_namespace(cluster: LocalCluster, request) -> Iterator[str]:
-    """A namespace of its own for one test, deleted (without waiting) afterwards."""
-    stem = request.node.name.lower().replace("_", "-")
-    name = "".join(ch for ch in stem if ch.isalnum() or ch == "-")[:40].strip("-") + "-" + uuid.uuid4().hex[:5]
-    cluster.create_namespace(name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    """A namespace of its own for one test, named after it, deleted (without waiting) afterwards."""
+    with cluster.temporary_namespace(request.node.name) as name:
+        yield name
