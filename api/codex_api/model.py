@@ -178,6 +178,10 @@ class ServedAdapter(ApiModel):
     claim_name: Optional[str] = Field(None, description="claimName is the PVC holding it.")
     path: Optional[str] = Field(None, description="path inside the PVC.")
     training_run: Optional[str] = Field(None, description="trainingRun that produced it.")
+    base_model: Optional[ModelSource] = Field(
+        None, description="baseModel is the run's base model the adapter is served on, when spec.baseModel is unset "
+        "and a training run supplies it; it keeps the adapter servable after the run is deleted.",
+    )
 
     @property
     def origin(self) -> Optional[str]:

@@ -103,12 +103,15 @@ def resolve(model: CodexModel, runs: Iterable[Mapping[str, Any]],
     newest = newest_passing_run(model, runs)
     if newest is not None:
         rank = ((newest.get("spec") or {}).get("lora") or {}).get("r")
-        return Resolution(adapter_from_run(newest), model.spec.base_model or run_base_model(newest),
-                          lora_rank=rank if isinstance(rank, int) else None)
+        served, base = adapter_from_run(newest), model.spec.base_model
+        if base is None:  # the run's own base model, recorded so that the adapter outlives the run
+            base = run_base_model(newest)
+            served = served.model_copy(update={"base_model": base})
+        return Resolution(served, base, lora_rank=rank if isinstance(rank, int) else None)
     if current is not None and current.source == "trainingRun":
         # The served run may have been deleted: keep serving its adapter rather than tearing down.
         previous = next((r for r in runs if r["metadata"].get("name") == current.training_run), None)
-        base = model.spec.base_model or (run_base_model(previous) if previous else None)
+        base = model.spec.base_model or (run_base_model(previous) if previous else None) or current.base_model
         if base is not None:
             return Resolution(current, base)
     source = adapter.from_training_run

@@ -27,6 +27,8 @@ def run(name, phase="Succeeded", passed=True, finished="2026-01-01T01:00:00Z", l
     return body
 
 
+# The example model has no baseModel: the run's is served, and recorded in servedAdapter.baseModel.
+RUN_BASE = {"embedded": "smollm2-135m-instruct", "trustRemoteCode": False}
 CASES = [
     ("nothing-yet", [], None),
     ("only-failed-gates", [run("a", phase="Failed", passed=False)], None),
@@ -49,7 +51,8 @@ def test_selector_resolution(runs, expected):
         assert "codex.dev/model" in resolution.waiting and resolution.base_model is None
     else:
         assert served.to_wire() == {"source": "trainingRun", "trainingRun": expected, "revision": f"rev-{expected}",
-                                    "claimName": "codex-artifacts", "path": f"/{expected}/adapter"}
+                                    "claimName": "codex-artifacts", "path": f"/{expected}/adapter",
+                                    "baseModel": RUN_BASE}
         assert resolution.base_model.embedded == "smollm2-135m-instruct"
 
 
@@ -58,7 +61,7 @@ def test_by_name_and_hub_artifact():
     hub_run["status"]["artifact"] = {"hubRepo": "org/adapter", "commitSha": "c0ffee"}
     served = resolve(model(fromTrainingRun={"name": "hubbed"}), [hub_run, run("other")]).served_adapter
     assert served.to_wire() == {"source": "trainingRun", "trainingRun": "hubbed", "revision": "c0ffee",
-                                "repo": "org/adapter"}
+                                "repo": "org/adapter", "baseModel": RUN_BASE}
 
 
 def test_deleted_served_run_keeps_serving_when_the_base_is_known():
@@ -80,3 +83,9 @@ def test_static_adapters_resolve_without_runs():
     resolution = resolve(parse(CodexModel, body), [])
     assert resolution.served_adapter.to_wire() == {"source": "pvc", "claimName": "adapters", "path": "/v3"}
     assert resolution.base_model.hub == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+
+
+def test_a_deleted_run_keeps_serving_on_the_base_model_servedadapter_recorded():
+    served = resolve(model(), [run("a")]).served_adapter
+    kept = resolve(model(), [], current=served)
+    assert (kept.served_adapter, kept.base_model.embedded, kept.waiting) == (served, "smollm2-135m-instruct", None)

@@ -306,7 +306,9 @@ def test_a_model_waits_for_a_passing_run_then_serves_its_adapter():
     assert arg(deployment, "--base-model") == "embedded:smollm2-135m-instruct"  # the run's
     assert deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ADAPTER_REVISION] == "good@r1"
     assert status(kube)["servedAdapter"] == {"source": "trainingRun", "trainingRun": "good", "revision": "r1",
-                                             "claimName": "codex-artifacts", "path": "/good/adapter"}
+                                             "claimName": "codex-artifacts", "path": "/good/adapter",
+                                             "baseModel": {"embedded": "smollm2-135m-instruct",
+                                                           "trustRemoteCode": False}}
     assert events(kube)[1:] == [("Normal", "Progressing", "0 of 1 replicas run the new template"),
                                 ("Normal", "AdapterPromoted", "serving good revision r1")]
 
@@ -322,9 +324,6 @@ def test_a_newer_passing_run_rolls_the_deployment_to_its_adapter():
     assert events(kube)[-1] == ("Normal", "AdapterPromoted", "serving second revision r2")
 
 
-@pytest.mark.xfail(strict=True, reason="the served run deleted, a model without spec.baseModel reports it waits "
-                   "(no servedAdapter, no deploymentName, no endpoint) while its Deployment and Service "
-                   "keep serving that run's adapter")
 def test_a_deleted_served_run_leaves_the_status_saying_what_the_deployment_serves():
     served = run_body("first", "r1", "2026-01-01T01:00:00Z")
     kube = settle(model_body(), runs=[served])  # baseModel left out: taken from the run
