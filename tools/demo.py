@@ -5,7 +5,8 @@
 3. install the CRDs and run the operator in-cluster (a Deployment the node agent runs) with its
    own ServiceAccount and least-privilege RBAC;
 4. kubectl apply -f examples/run.yaml;
-5. kubectl get cxrun -w until the run Succeeds (SmolLM2-135M-Instruct, or the tiny model with --tiny);
+5. kubectl get cxrun -w until the run Succeeds (SmolLM2-135M-Instruct, or the tiny model with --tiny), then
+   print pass@k and every gate for the base model, the tuned adapter and their difference;
 6. kubectl apply -f examples/model.yaml;
 7. wait until the CodexModel is Available;
 8. send a completion request to the served endpoint and print the answer;
@@ -117,6 +118,27 @@ def watch_run(cluster: LocalCluster, namespace: str, timeout: float) -> dict:
         watcher.wait(timeout=10)
 
 
+def _cell(value: float | None, signed: bool = False) -> str:
+    return "-" if value is None else f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def comparison_table(status: dict) -> str:
+    """Base model vs tuned adapter, from the run's status: pass@k from metrics, then each measured gate."""
+    metrics, gates = status.get("metrics") or {}, status.get("gates") or {}
+    base, delta = metrics.get("basePassAtK") or {}, metrics.get("passAtKDelta") or {}
+    rows = [(name, _cell(base.get(name)), _cell(value), _cell(delta.get(name), signed=True), "")
+            for name, value in (metrics.get("passAtK") or {}).items()]
+    rows += [(f"gate {name}", _cell(gate.get("base")), _cell(gate["value"], signed=name == "minImprovement"),
+              _cell(gate.get("delta"), signed=True), "ok" if gate["passed"] else "FAILED")
+             for name, gate in gates.items() if isinstance(gate, dict)]
+    if not rows:
+        return "    no pass@k or gates were measured (spec.evaluation.tasks is unset)"
+    header = ("", "base", "tuned", "delta", "gate")
+    width = max(len(row[0]) for row in rows + [header])
+    return "\n".join("    " + name.ljust(width) + "".join(cell.rjust(9) for cell in cells).rstrip()
+                     for name, *cells in [header, *rows])
+
+
 def complete(url: str) -> str:
     body = json.dumps({"model": "codex-demo", "prompt": PROMPT, "max_tokens": 64, "temperature": 0}).encode()
     request = urllib.request.Request(f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
@@ -154,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n    phase={status['phase']}  {status.get('message', '')}")
         print(f"    metrics={json.dumps(status.get('metrics'))}")
         print(f"    gates passed={status.get('gates', {}).get('passed')}  artifact={json.dumps(status.get('artifact'))}")
+        if status["phase"] == "Succeeded":
+            print("\n    base model vs tuned adapter (status.metrics, status.gates):\n" + comparison_table(status))
         if status["phase"] != "Succeeded":
             print(cluster.kubectl("describe", "cxrun", "codex-demo", "-n", namespace).stdout)
             for pod in cluster.get_json("pods", "-n", namespace, "-l", "codex.dev/training-run=codex-demo")["items"]:

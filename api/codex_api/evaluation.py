@@ -84,6 +84,13 @@ class Gate(ApiModel):
     threshold: float = Field(description="threshold from spec.evaluation.thresholds.")
     passed: bool = Field(description="passed is true when value meets threshold: at least it for a share, at "
                          "most it for a maximum such as maxPerplexity.")
+    base: Optional[float] = Field(
+        None, description="base is the same gate measured on the base model (the adapter disabled) over the same "
+        "tasks, samples, seeds and budget. Unset for a gate not measured on completions (perplexity, "
+        "minImprovement) and when evaluation.tasks is unset.",
+    )
+    delta: Optional[float] = Field(None, description="delta is value minus base: positive when the adapter scores "
+                                   "higher than its base model. Unset when base is.")
 
 
 Gates = create_model(

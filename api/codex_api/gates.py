@@ -122,13 +122,18 @@ class SampleGate(GateEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class MetricGate(GateEntry):
-    """A gate on one named measurement; an unmeasured one is recorded as :data:`UNMEASURED` and fails."""
+    """A gate on one named measurement; an unmeasured one is recorded as :data:`UNMEASURED` and fails,
+    unless ``skip_unmeasured``: a metric that only exists when there is something to compare (the base
+    model's pass@k, which needs tasks) then leaves its gate out, as a SampleGate with no tasks does."""
 
     metric: str
     digits: int = 4
+    skip_unmeasured: bool = False
 
     def measure(self, outcomes: Sequence[SampleOutcome], measurements: Mapping[str, Optional[float]]) -> Optional[float]:
         value = measurements.get(self.metric)
+        if value is None and self.skip_unmeasured:
+            return None
         return round(value if value is not None else UNMEASURED[self.bound], self.digits)
 
 
@@ -184,4 +189,14 @@ register(MetricGate(
     description="perplexity: value is the perplexity, threshold the maximum; passed when below.",
     threshold=Threshold("maxPerplexity", None, "maxPerplexity fails the run when validation perplexity is above "
                         "it. Unset skips the check.", bounds={"gt": 1}),
+))
+register(MetricGate(
+    name="minImprovement", metric="passAtKImprovement", bound="min", digits=6, skip_unmeasured=True,
+    reads="{name} {value:+.3g}/{threshold:.3g}",
+    description="minImprovement: value is the adapter's pass@k minus the base model's (metrics.passAtKDelta) for "
+    "the first k of evaluation.k; passed when at least the threshold. Left out when no base was scored.",
+    threshold=Threshold("minImprovement", None, "minImprovement refuses promotion unless the adapter's pass@k, for "
+                        "the first k of evaluation.k, beats the base model's by at least this much: 0 means no "
+                        "regression, a negative value tolerates that much. Unset skips the check, as does a run "
+                        "without evaluation.tasks.", bounds={"ge": -1, "le": 1}),
 ))

@@ -43,6 +43,15 @@ class Metrics(ApiModel):
     pass_at_k: dict[str, float] = Field(
         default_factory=dict, description="passAtK maps \"pass@k\" to the unbiased estimate. Defaults to {}."
     )
+    base_pass_at_k: Optional[dict[str, float]] = Field(
+        None, description="basePassAtK maps \"pass@k\" to the base model's estimate (the adapter disabled) on the "
+        "same tasks, samples, seeds and budget; it is scored once per base revision and task set, then read from a "
+        "cache. Unset when evaluation.tasks is unset.",
+    )
+    pass_at_k_delta: Optional[dict[str, float]] = Field(
+        None, description="passAtKDelta maps \"pass@k\" to passAtK minus basePassAtK: positive when the adapter "
+        "does better than its base model. Unset when basePassAtK is.",
+    )
     train_tokens: Optional[int] = Field(None, description="trainTokens is the number of tokens trained on.")
 
 

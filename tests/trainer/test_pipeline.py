@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -88,6 +89,55 @@ def test_gates_not_met_keeps_the_adapter_and_exits_43(tmp_path, models_dir):
     assert (tmp_path / "data" / "pvc" / "artifacts" / "tiny" / "adapter_model.safetensors").is_file()
 
 
+def test_the_base_is_scored_with_the_adapter_disabled_cached_and_gates_the_adapter(tmp_path, models_dir, tiny_source,
+                                                                                     monkeypatch, caplog):
+    from codex_trainer import recipe as recipe_module
+    from codex_trainer.evaluation import generate_completions, generation_prompt
+
+    scored: list[list[list[str]]] = []  # the completions of every score_samples call: tuned, then base
+    real_score_samples = recipe_module.score_samples
+    monkeypatch.setattr(recipe_module, "score_samples",
+                        lambda tasks, completions, timeout: scored.append(completions) or real_score_samples(
+                            tasks, completions, timeout))
+    env = env_for(tmp_path, models_dir)
+    first = Recipe(tiny_run(training={"maxSteps": 6}), env)
+    with caplog.at_level(logging.INFO):
+        assert execute(first) == contract.EXIT_OK
+    assert len(scored) == 2 and first.results["baseline"]["source"] == "scored"
+    # The base's samples are the untrained model's own, with the same prompts, seeds and settings.
+    evaluation = first.spec.evaluation
+    untrained = generate_completions(
+        modeling.load_base_model(tiny_source, models_dir=models_dir), first.tokenizer,
+        [generation_prompt(task.prompt) for task in first.tasks], samples=evaluation.samples_per_task,
+        max_new_tokens=evaluation.max_new_tokens, temperature=evaluation.temperature, seed=first.spec.training.seed,
+        batch_size=max(1, 32 // evaluation.samples_per_task))
+    assert scored[1] == untrained != scored[0]
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    metrics, gates = report.metrics, report.gates
+    assert set(metrics.base_pass_at_k) == set(metrics.pass_at_k_delta) == {"pass@1", "pass@2"}
+    assert all(metrics.pass_at_k_delta[k] == pytest.approx(metrics.pass_at_k[k] - metrics.base_pass_at_k[k])
+               for k in metrics.pass_at_k)
+    for gate in (gates.syntax_ok, gates.logic_ok, gates.security_ok, gates.perf_ok):
+        assert gate.base is not None and gate.delta == pytest.approx(gate.value - gate.base)
+    cache_file = tmp_path / "data" / "pvc" / "artifacts" / ".codex-baselines" / (first.results["baseline"]["key"]
+                                                                                + ".json")
+    assert first.results["baseline"]["file"] == str(cache_file) and cache_file.is_file()
+
+    # Another run on the same base and tasks reads the base from the cache, and minImprovement refuses it.
+    scored.clear()
+    second = Recipe(tiny_run(training={"maxSteps": 6}, evaluation={"thresholds": {"minImprovement": 1.0}}),
+                    dataclasses.replace(env, checkpoint_dir=tmp_path / "checkpoints-2"))
+    with caplog.at_level(logging.INFO):
+        assert execute(second) == contract.EXIT_GATES_NOT_MET
+    assert len(scored) == 1 and second.results["baseline"] == {**first.results["baseline"], "source": "cache"}
+    events = [json.loads(r.getMessage()).get("event") for r in caplog.records if "baseline." in r.getMessage()]
+    assert events == ["baseline.scored", "baseline.cached"]
+    report = TrainerReport.model_validate_json((tmp_path / "termination-log").read_text())
+    assert report.metrics.base_pass_at_k == metrics.base_pass_at_k
+    assert report.gates.min_improvement.value == report.metrics.pass_at_k_delta["pass@1"] < 1.0
+    assert report.message.startswith("gates not met: minImprovement;")
+
+
 def test_dpo_on_pairwise_data(tmp_path, models_dir):
     run = tiny_run(method="dpo", dataset={"source": {"configMap": {"name": "codex-sample-data",
                                                                    "key": "code_preferences.jsonl"}},
@@ -155,6 +205,7 @@ def test_local_mode_runs_the_example_with_the_tiny_model(tmp_path, models_dir, m
     assert staged.read_text() == (repo_root / "examples" / "data" / "eval_tasks.jsonl").read_text()
     adapter = tmp_path / "data" / "pvc" / "codex-artifacts" / "codex-demo"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
+    assert len(list((tmp_path / "data" / "pvc" / "codex-artifacts" / ".codex-baselines").glob("*.json"))) == 1
     assert json.loads((tmp_path / "termination-log").read_text())["phase"] in ("Succeeded", "Failed")
 
 

@@ -94,8 +94,10 @@ def test_tracker_reports_step_total_loss_eta_and_stage():
 
 
 def test_report_fits_in_four_kib_and_never_carries_the_token(tmp_path):
-    gate = Gate(value=0.5, threshold=0.8, passed=False)
-    metrics = Metrics(train_loss=1.0, pass_at_k={f"pass@{k}": 0.5 for k in range(1, 400)})
+    gate = Gate(value=0.5, threshold=0.8, passed=False, base=0.25, delta=0.25)
+    many = {f"pass@{k}": 0.5 for k in range(1, 400)}
+    metrics = Metrics(train_loss=1.0, pass_at_k=many, base_pass_at_k={**many, "pass@1": 0.25},
+                      pass_at_k_delta={**many, "pass@1": 0.25})
     report = build_report("Failed", contract.REASON_GATES_NOT_MET, f"push failed for token {TOKEN} " + "x" * 5000,
                           Redactor([TOKEN]), metrics=metrics,
                           gates=Gates(passed=False, syntax_ok=gate, logic_ok=gate, security_ok=gate, perf_ok=gate),
@@ -105,6 +107,9 @@ def test_report_fits_in_four_kib_and_never_carries_the_token(tmp_path):
     assert TOKEN not in data.decode() and "***" in report.message
     assert report.gates is not None and report.lineage is not None
     assert list(report.metrics.pass_at_k) == ["pass@1", "pass@10"]
+    # the base model's and the delta keep the same k values, so each row still reads base / tuned / delta
+    assert report.metrics.base_pass_at_k == report.metrics.pass_at_k_delta == {"pass@1": 0.25, "pass@10": 0.5}
+    assert report.gates.logic_ok.base == 0.25 and report.gates.logic_ok.delta == 0.25
     write_report(report, tmp_path / "termination-log")
     assert TrainerReport.model_validate_json((tmp_path / "termination-log").read_text()) == report
 

@@ -13,14 +13,15 @@ from codex_api import contract, paths
 from codex_api.training_run import Artifact, CodexTrainingRun, Lineage, Metrics
 
 from . import arguments, modeling
+from .baseline import BaselineCache, Comparison, base_scores, baseline_inputs, cache_dir, expected_task_ids
 from .checkpoints import (CheckpointCallback, PreemptionCallback, PreemptionGuard, ResumeState,
                           agree_across_ranks, find_resume_checkpoint)
 from .config import TrainerEnv
 from .data import PreparedData, load_tasks, prepare_dataset
 from .errors import Preempted, TrainerError
-from .evaluation import (completion_loss, correct_per_task, generate_completions, generation_prompt, perplexity,
-                         samples_table, score_samples)
-from .gates import mean_pass_at_k, verdict
+from .evaluation import (completion_loss, generate_completions, generation_prompt, perplexity, samples_table,
+                         score_samples)
+from .gates import verdict
 from .logs import Redactor, event
 from .progress import ProgressTracker, Sink
 from .publish import adapter_digest, push_folder, save_adapter, write_model_card, write_results
@@ -37,7 +38,8 @@ class Recipe:
     dataset                      data.prepare_dataset: format, validationSplit, seed, maxRecords
     method, lora, training       TRL SFTTrainer / DPOTrainer with a peft LoraConfig (arguments.py)
     checkpointing                saveSteps, keepLast, resume from the newest complete checkpoint
-    evaluation                   eval loss, perplexity, pass@k and gates (evaluation.py, gates.py)
+    evaluation                   eval loss, perplexity, pass@k and gates (evaluation.py, gates.py), each
+                                 beside the base model's, scored once per base and task set (baseline.py)
     output                       the adapter folder (pvc path or scratch) and the Hub push
     ===========================  =========================================================
 
@@ -50,12 +52,14 @@ class Recipe:
 
     def __init__(self, run: CodexTrainingRun, env: TrainerEnv, *, sinks: Optional[list[Sink]] = None,
                  guard: Optional[PreemptionGuard] = None, output_dir: Optional[Path] = None,
-                 hub_endpoint: Optional[str] = None, push_base_delay: float = 1.0):
+                 hub_endpoint: Optional[str] = None, push_base_delay: float = 1.0,
+                 baseline_dir: Optional[Path] = None):
         self.run, self.spec, self.env = run, run.spec, env
         self.guard = guard or PreemptionGuard()
         self.tracker = ProgressTracker(sinks or [])
         self.redact = Redactor([env.hf_token])
         self.output_dir_override, self.hub_endpoint, self.push_base_delay = output_dir, hub_endpoint, push_base_delay
+        self.baseline_dir = baseline_dir  # where the base model's scores are cached; None: baseline.cache_dir
         self.cuda = torch.cuda.is_available()
         self.metrics = Metrics()
         self.lineage = Lineage(config_hash=arguments.canonical_hash(run.spec.to_wire()), image=env.image)
@@ -88,8 +92,8 @@ class Recipe:
     def _setup_tasks(self, evaluation) -> list:
         if evaluation.tasks is None:
             return []
-        tasks, digest = load_tasks(evaluation.tasks, self.env.data_root, self.env.hf_token)
-        event("prepare", "tasks.ready", tasks=len(tasks), sha256=digest)
+        tasks, self.tasks_sha256 = load_tasks(evaluation.tasks, self.env.data_root, self.env.hf_token)
+        event("prepare", "tasks.ready", tasks=len(tasks), sha256=self.tasks_sha256)
         return tasks
 
     def _setup_args(self, method: str):
@@ -192,23 +196,45 @@ class Recipe:
         if not self.is_main:
             return
         ppl = perplexity(eval_loss) if eval_loss is not None else None
-        scores, completions, pass_at_k = [], [], {}
-        if self.tasks:
-            evaluation = self.spec.evaluation
-            completions = generate_completions(
-                self.trainer.model, self.tokenizer, [generation_prompt(task.prompt) for task in self.tasks],
-                samples=evaluation.samples_per_task, max_new_tokens=evaluation.max_new_tokens,
-                temperature=evaluation.temperature, seed=self.spec.training.seed,
-                batch_size=max(1, 32 // evaluation.samples_per_task))
-            scores = score_samples(self.tasks, completions, evaluation.timeout_seconds)
-            pass_at_k = mean_pass_at_k(correct_per_task(self.tasks, scores), evaluation.k)
+        completions = self._generate() if self.tasks else []
+        scores = score_samples(self.tasks, completions, self.spec.evaluation.timeout_seconds) if self.tasks else []
+        comparison = Comparison(self.tasks, self.spec.evaluation.k, scores, self._base_scores() if self.tasks else ())
         self.metrics = self.metrics.model_copy(update={
             "eval_loss": None if eval_loss is None else round(eval_loss, 6), "perplexity": ppl,
-            "pass_at_k": pass_at_k})
-        self.gates = verdict(scores, self.spec.evaluation.thresholds, {"perplexity": ppl})
+            **comparison.metrics()})
+        gates = verdict(scores, self.spec.evaluation.thresholds, {"perplexity": ppl, **comparison.measurements()})
+        self.gates = comparison.annotate(gates)
         self.results["samples"] = samples_table(scores, completions)
         self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
         event("evaluate", "done", **self.metrics.to_wire(), gates=self.gates.to_wire())
+
+    def _generate(self) -> list[list[str]]:
+        """``samplesPerTask`` completions per task from the model as it is now (adapter enabled or not)."""
+        evaluation = self.spec.evaluation
+        return generate_completions(
+            self.trainer.model, self.tokenizer, [generation_prompt(task.prompt) for task in self.tasks],
+            samples=evaluation.samples_per_task, max_new_tokens=evaluation.max_new_tokens,
+            temperature=evaluation.temperature, seed=self.spec.training.seed,
+            batch_size=max(1, 32 // evaluation.samples_per_task))
+
+    def _base_scores(self) -> list:
+        """The base model's scores on the same tasks and settings: generated with the adapter disabled on the
+        loaded model (no second copy of the weights), or read from the cache a previous run wrote."""
+        started = time.monotonic()
+        evaluation = self.spec.evaluation
+
+        def score_base() -> list:
+            with self.trainer.model.disable_adapter():
+                completions = self._generate()
+            return score_samples(self.tasks, completions, evaluation.timeout_seconds)
+
+        cache = BaselineCache(self.baseline_dir or cache_dir(self.spec, self.env), baseline_inputs(
+            self.spec, base_revision=self.resolved.revision, tasks_sha256=self.tasks_sha256,
+            dtype=str(self.model.dtype).removeprefix("torch."), image=self.env.image, model_dir=self.resolved.path))
+        scores, source = base_scores(cache, expected_task_ids(self.tasks, evaluation.samples_per_task), score_base)
+        self.results["baseline"] = {"source": source, "file": str(cache.path), "key": cache.key}
+        self.timings["baseline_seconds"] = round(time.monotonic() - started, 2)
+        return scores
 
     def _eval_loss(self) -> Optional[float]:
         if not self.data.validation:

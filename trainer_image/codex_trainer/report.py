@@ -13,6 +13,8 @@ from codex_api.contract import TrainerReport
 
 log = logging.getLogger(__name__)
 MESSAGE_MAX_CHARS = 400
+# The Metrics fields keyed by "pass@k", trimmed together so that they keep the same k values.
+PASS_AT_K_MAPS = ("pass_at_k", "base_pass_at_k", "pass_at_k_delta")
 
 
 def build_report(phase: str, reason: str, message: str, redact: Callable[[str], str] = str,
@@ -31,10 +33,14 @@ def build_report(phase: str, reason: str, message: str, redact: Callable[[str], 
 
 
 def _drop_pass_at_k(report: TrainerReport) -> TrainerReport:
-    if report.metrics is None:
+    """The first two pass@k entries, in the adapter's, the base model's and the delta maps alike."""
+    metrics = report.metrics
+    if metrics is None:
         return report
-    keep = dict(sorted(report.metrics.pass_at_k.items())[:2])
-    return report.model_copy(update={"metrics": report.metrics.model_copy(update={"pass_at_k": keep})})
+    keep = sorted(metrics.pass_at_k)[:2]
+    trimmed = {attr: {name: values[name] for name in keep if name in values}
+               for attr in PASS_AT_K_MAPS if (values := getattr(metrics, attr)) is not None}
+    return report.model_copy(update={"metrics": metrics.model_copy(update=trimmed)})
 
 
 def _drop(section: str) -> Callable[[TrainerReport], TrainerReport]:
