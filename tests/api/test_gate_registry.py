@@ -19,7 +19,8 @@ def sample_gate(**overrides) -> SampleGate:
 
 
 def test_models_are_the_registry_in_its_order():
-    assert [gate.name for gate in GATES] == ["syntaxOk", "logicOk", "securityOk", "perfOk", "perplexity"]
+    assert [gate.name for gate in GATES] == ["syntaxOk", "logicOk", "securityOk", "perfOk", "perplexity",
+                                               "minImprovement"]
     assert [field.alias for field in Thresholds.model_fields.values()] == [gate.threshold.wire for gate in GATES]
     assert [field.alias for field in Gates.model_fields.values()] == ["passed"] + [gate.name for gate in GATES]
     assert Thresholds().to_wire() == {"syntaxOk": 0.8, "logicOk": 0.8, "securityOk": 0.9, "perfOk": 0.6}

@@ -23,9 +23,9 @@ register(SampleGate(
     score=lambda outcome: outcome.elapsed < 1.0, counts=lambda outcome: outcome.parses,
 ))
 register(MetricGate(
-    name="improvement", metric="improvement", bound="min",
-    description="improvement: value is pass@1 of the adapter minus the base model's.",
-    threshold=Threshold("minImprovement", 0.0, "minImprovement: the least improvement over the base model.",
+    name="gain", metric="gain", bound="min",
+    description="gain: value is pass@1 of the adapter minus the base model's.",
+    threshold=Threshold("minGain", 0.0, "minGain: the least gain over the base model.",
                         bounds={"ge": -1, "le": 1}),
 ))
 '''
@@ -49,15 +49,16 @@ PROBE = textwrap.dedent('''
                              status="passed" if parses else "syntax-error", elapsed=elapsed)
 
     scores = [SampleScore.of(outcome(*facts)) for facts in ((True, 0.2), (True, 3.0), (False, 0.0), (True, 0.4))]
-    gates = verdict(scores, Thresholds(), {"perplexity": 4.0, "improvement": -0.05}).to_wire()
+    gates = verdict(scores, Thresholds(), {"perplexity": 4.0, "gain": -0.05}).to_wire()
     print(json.dumps({
         "package": codex_api.__file__,
-        "thresholds": {name: thresholds[name] for name in ("fastOk", "minImprovement")},
-        "status": {name: status_gates[name]["description"] for name in ("fastOk", "improvement")},
+        "thresholds": {name: thresholds[name] for name in ("fastOk", "minGain")},
+        "status": {name: status_gates[name]["description"] for name in ("fastOk", "gain")},
         "verdict": gates,
         "row": scores[2].row(),
         "message": _gates_message(gates),
-        "reference": [line for line in reference.render().splitlines() if "fastOk" in line or "mprovement" in line],
+        "reference": [line for line in reference.render().splitlines()
+                      if "fastOk" in line or "Gain" in line or "gain:" in line],
     }))
 ''')
 
@@ -76,26 +77,26 @@ def test_a_gate_added_to_the_registry_appears_everywhere(repo_root, tmp_path):
     assert seen["thresholds"] == {
         "fastOk": {"description": "fastOk: parsing completions whose tests ran in under a second. Defaults to 0.5.",
                    "type": "number", "minimum": 0, "maximum": 1, "format": "double"},
-        "minImprovement": {"description": "minImprovement: the least improvement over the base model. Defaults to 0.",
-                           "type": "number", "minimum": -1, "maximum": 1, "format": "double"},
+        "minGain": {"description": "minGain: the least gain over the base model. Defaults to 0.",
+                    "type": "number", "minimum": -1, "maximum": 1, "format": "double"},
     }
     assert seen["status"] == {
         "fastOk": "fastOk: share of the parsing completions whose tests ran in under a second.",
-        "improvement": "improvement: value is pass@1 of the adapter minus the base model's.",
+        "gain": "gain: value is pass@1 of the adapter minus the base model's.",
     }
     # 2 of the 3 that parse ran in under a second; the one that does not parse is not counted.
     assert seen["verdict"]["fastOk"] == {"value": 0.666667, "threshold": 0.5, "passed": True}
-    assert seen["verdict"]["improvement"] == {"value": -0.05, "threshold": 0.0, "passed": False}
+    assert seen["verdict"]["gain"] == {"value": -0.05, "threshold": 0.0, "passed": False}
     assert seen["verdict"]["passed"] is False
     assert seen["row"]["fast_ok"] is None
-    assert seen["message"].endswith("; fastOk 0.667/0.5 ok; improvement -0.05/0 FAILED")
+    assert seen["message"].endswith("; fastOk 0.667/0.5 ok; gain -0.05/0 FAILED")
     assert seen["reference"] == [
         "| `fastOk` | [Gate](#gate) |  | fastOk: share of the parsing completions whose tests ran in under a second. |",
-        "| `improvement` | [Gate](#gate) |  | improvement: value is pass@1 of the adapter minus the base model's. |",
+        "| `gain` | [Gate](#gate) |  | gain: value is pass@1 of the adapter minus the base model's. |",
         "| `fastOk` | float |  | fastOk: parsing completions whose tests ran in under a second. Defaults to 0.5. |",
-        "| `minImprovement` | float |  | minImprovement: the least improvement over the base model. Defaults to 0. |",
+        "| `minGain` | float |  | minGain: the least gain over the base model. Defaults to 0. |",
         "| `fastOk` | `fastOk` | 0.5 | value >= `fastOk` | fastOk: share of the parsing completions whose tests ran "
         "in under a second. |",
-        "| `improvement` | `minImprovement` | 0 | value >= `minImprovement` | improvement: value is pass@1 of the "
-        "adapter minus the base model's. |",
+        "| `gain` | `minGain` | 0 | value >= `minGain` | gain: value is pass@1 of the adapter minus the base "
+        "model's. |",
     ]
