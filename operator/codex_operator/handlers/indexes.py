@@ -13,7 +13,7 @@ import kopf
 from .. import names
 from ..k8s import FIELD_MANAGER
 from ..ssa import applied_fields
-from ..views import OWNER_METADATA, slim, slim_job
+from ..views import OWNER_METADATA, slim, slim_job, slim_pod
 from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS, SERVICES
 
 
@@ -47,7 +47,7 @@ def job_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[
 def pod_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
     """(namespace, run name) -> the run's trainer pods."""
     run = names.owner_run_name(body)
-    return {(namespace, run): slim(body, keep=("status",))} if run else None
+    return {(namespace, run): slim_pod(body, names.TRAINER_CONTAINER)} if run else None
 
 
 def _model_child(namespace: str, body: kopf.Body, keep: tuple[str, ...]) -> Optional[dict]:
