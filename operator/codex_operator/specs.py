@@ -34,7 +34,7 @@ def generation_of(body: Mapping[str, Any]) -> tuple[Optional[str], Optional[int]
     return meta.get("uid"), meta.get("generation")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpecView:
     """Which object and generation a view was computed for."""
 
@@ -45,7 +45,7 @@ class SpecView:
         return (self.uid, self.generation) == generation_of(body)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunView(SpecView):
     """One generation of a run's spec, as the reconciler and status read it."""
 
@@ -74,7 +74,7 @@ class RunView(SpecView):
         return self.parsed if self.parsed is not None else parse_object(CodexTrainingRun, body)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelView(SpecView):
     """One generation of a model's spec: the parsed model, or why it is invalid."""
 

@@ -37,7 +37,7 @@ def resource_version(obj: Optional[dict[str, Any]]) -> int:
         return 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Written:
     """The status the operator last wrote, until the watch delivers an object at least as new."""
 
@@ -45,7 +45,7 @@ class Written:
     status: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """What the operator remembers about one run or model between reconciles."""
 
