@@ -164,25 +164,33 @@ def describe(gates: Mapping[str, Any]) -> str:
 
 
 register(SampleGate(
-    name="syntaxOk", description="syntaxOk: share of completions that parse.",
-    threshold=Threshold("syntaxOk", 0.8, "syntaxOk: completions that parse."),
+    name="syntaxOk", description="syntaxOk: share of all completions whose program (prompt, completion and "
+    "tests) parses. A syntax error counts here and in no other gate.",
+    threshold=Threshold("syntaxOk", 0.8, "syntaxOk: the least share of all completions that parse; the only "
+                        "gate a syntax error counts against."),
     score=lambda outcome: outcome.parses,
 ))
 register(SampleGate(
-    name="logicOk", description="logicOk: share that pass their tests.",
-    threshold=Threshold("logicOk", 0.8, "logicOk: completions that pass their tests."),
-    score=lambda outcome: outcome.passed,
+    name="logicOk", description="logicOk: share of the completions that parse whose tests pass (one that does "
+    "not parse counts against syntaxOk only).",
+    threshold=Threshold("logicOk", 0.8, "logicOk: the least share of the completions that parse whose tests "
+                        "pass; syntax errors count against syntaxOk only."),
+    score=lambda outcome: outcome.passed, counts=lambda outcome: outcome.parses,
 ))
 register(SampleGate(
-    name="securityOk", description="securityOk: share with no medium+ bandit finding.",
-    threshold=Threshold("securityOk", 0.9, "securityOk: completions with no bandit finding of medium severity "
-                        "or above."),
-    score=lambda outcome: not outcome.bandit,
+    name="securityOk", description="securityOk: share of the completions that parse with no bandit finding of "
+    "medium severity or above (one that does not parse counts against syntaxOk only).",
+    threshold=Threshold("securityOk", 0.9, "securityOk: the least share of the completions that parse with no "
+                        "bandit finding of medium severity or above; syntax errors count against syntaxOk only."),
+    score=lambda outcome: not outcome.bandit, counts=lambda outcome: outcome.parses,
 ))
 register(SampleGate(
-    name="perfOk", description="perfOk: share within the time budget.",
-    threshold=Threshold("perfOk", 0.6, "perfOk: completions that finish within evaluation.timeoutSeconds."),
-    score=lambda outcome: outcome.in_time,
+    name="perfOk", description="perfOk: share of the completions that parse whose test run ended on its own "
+    "(passed or failed) within evaluation.timeoutSeconds, not stopped by the time or CPU limit (one that does "
+    "not parse counts against syntaxOk only).",
+    threshold=Threshold("perfOk", 0.6, "perfOk: the least share of the completions that parse that run to "
+                        "completion within evaluation.timeoutSeconds; syntax errors count against syntaxOk only."),
+    score=lambda outcome: outcome.in_time, counts=lambda outcome: outcome.parses,
 ))
 register(MetricGate(
     name="perplexity", metric="perplexity", bound="max",

@@ -6,6 +6,7 @@ import pytest
 
 from api.gate_kit import outcome
 from codex_api.training_run import Thresholds
+from codex_trainer import evaluation
 from codex_trainer.data import Task
 from codex_trainer.evaluation import generation_prompt, program_for, score_samples, truncate_completion
 from codex_trainer.gates import SampleScore, mean_pass_at_k, pass_at_k, severe_findings, verdict
@@ -70,9 +71,18 @@ def test_perplexity_gate_and_no_tasks():
 
 def test_results_row_has_one_column_per_gate():
     assert score(parses=False, passed=False, in_time=False, status="syntax-error", elapsed=0.0).row() == {
-        "task_id": "t", "syntax_ok": False, "logic_ok": False, "security_ok": True, "perf_ok": False,
+        "task_id": "t", "syntax_ok": False, "logic_ok": None, "security_ok": None, "perf_ok": None,
         "status": "syntax-error", "elapsed": 0.0, "bandit": [],
     }
+
+
+def test_a_syntax_error_counts_against_syntax_ok_only():
+    broken = dict(parses=False, passed=False, in_time=False, status="syntax-error", elapsed=0.0)
+    scores = [score(), score(in_time=False, passed=False, status="timeout"), score(**broken), score(**broken)]
+    gates = verdict(scores, Thresholds(syntax_ok=0.5, logic_ok=0.5, security_ok=1.0, perf_ok=0.5), {}).to_wire()
+    assert {name: gate["value"] for name, gate in gates.items() if isinstance(gate, dict)} == {
+        "syntaxOk": 0.5, "logicOk": 0.5, "securityOk": 1.0, "perfOk": 0.5}
+    assert gates["passed"] is True
 
 
 @pytest.mark.parametrize("generated,body", [
@@ -85,12 +95,18 @@ def test_truncate_completion_keeps_the_body(generated, body):
     assert truncate_completion(generated) == body
 
 
-def test_scoring_runs_each_completion_in_the_sandbox():
+def test_scoring_runs_each_completion_in_the_sandbox(monkeypatch):
     task = Task("t/add", 'def add(a, b):\n    """Add."""\n', "def check(f):\n    assert f(2, 3) == 5\n", "add")
     assert generation_prompt(task.prompt) == 'def add(a, b):\n    """Add."""'
     completions = [["\n    return a + b\n", "\n    return a - b\n", "\n    return eval('a+b')\n", "\n    retur a\n",
                     "\n    while True:\n        pass\n"]]
-    scores = score_samples([task], completions, timeout_seconds=1.0)
+    scanned, progress = [], []
+    monkeypatch.setattr(evaluation, "severe_findings", lambda sources: scanned.append(len(sources))
+                        or severe_findings(sources))
+    scores = score_samples([task], completions, timeout_seconds=1.0, workers=2,
+                           progress=lambda done, total: progress.append((done, total)))
+    assert scanned == [5]  # bandit once over the batch
+    assert progress == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]  # the syntax error is done at once
     assert [(s.outcome.parses, s.outcome.passed, s.outcome.bandit, s.outcome.in_time, s.outcome.status)
             for s in scores] == [
         (True, True, (), True, "passed"),
@@ -100,7 +116,7 @@ def test_scoring_runs_each_completion_in_the_sandbox():
         (True, False, (), False, "timeout"),
     ]
     assert [tuple(s.gates.values()) for s in scores] == [
-        (True, True, True, True), (True, False, True, True), (True, True, False, True), (False, False, True, False),
+        (True, True, True, True), (True, False, True, True), (True, True, False, True), (False, None, None, None),
         (True, False, True, False),
     ]
     assert program_for(task, "\n    return a + b\n").endswith("check(add)\n")

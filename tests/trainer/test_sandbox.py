@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,3 +108,20 @@ def test_the_child_runs_with_limits_and_a_scrubbed_environment():
     assert lines[1] == f"[3, {1 << 30}, {1 << 20}]"
     uid = NOBODY if os.geteuid() == 0 else os.getuid()
     assert lines[2] == f"{uid} True"
+
+
+@pytest.mark.parametrize("program", [
+    "import os\nfd = os.open({outside!r}, os.O_RDONLY)\nos.mkdir('made', dir_fd=fd)\n",
+    "import os\nfd = os.open({outside!r}, os.O_RDONLY)\nos.close(os.open('made', os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n",
+    "import os\nfd = os.open({outside!r}, os.O_RDONLY)\nopen('made', 'w', opener=lambda p, f: os.open(p, f, dir_fd=fd))\n",
+    "import gc\nhooks = [o for o in gc.get_objects() if callable(o)]\n",
+], ids=["mkdir-dir-fd", "os-open-dir-fd", "opener-dir-fd", "gc-walk"])
+def test_the_audit_hook_sees_through_dir_fd_and_keeps_its_own_code(program):
+    outside = Path(tempfile.mkdtemp(prefix="codex-outside-", dir="/tmp"))  # writable by whoever the program runs as
+    outside.chmod(0o777)
+    try:
+        result = run_untrusted(program.format(outside=str(outside)), LIMITS)
+        assert result.status == "failed" and "PermissionError: sandbox:" in result.output_tail
+        assert list(outside.iterdir()) == []
+    finally:
+        shutil.rmtree(outside)

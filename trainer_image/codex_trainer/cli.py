@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _local(args: argparse.Namespace) -> int:
     from .checkpoints import PreemptionGuard
-    from .local import ConsoleBar, final_table, load_manifest, local_env, stage_local_data, with_tiny_model
+    from .local import (ConsoleBar, choose_code_gates, final_table, load_manifest, local_env, stage_local_data,
+                        with_tiny_model)
     from .recipe import Recipe
 
     process_env = TrainerEnv.from_env()
@@ -121,6 +122,7 @@ def _local(args: argparse.Namespace) -> int:
         return error.exit_code
     if args.tiny:
         run = with_tiny_model(run)
+    run, code_gates_skipped = choose_code_gates(run, skip=args.skip_code_gates)
     env = local_env(workdir, run, process_env, fresh=not args.resume)
     stage_local_data(run, documents, env.data_root)
     print(f"codex-train local: {run.metadata.name} on {run.spec.base_model.embedded or run.spec.base_model.hub or 'pvc'}"
@@ -129,7 +131,7 @@ def _local(args: argparse.Namespace) -> int:
                     hub_endpoint=env.hf_endpoint)
     code = execute(recipe)
     if code in (contract.EXIT_OK, contract.EXIT_GATES_NOT_MET):
-        final_table(recipe.results, code, recipe.output_dir())
+        final_table(recipe.results, code, recipe.output_dir(), code_gates_skipped=code_gates_skipped)
     else:
         print(f"codex-train local: failed ({code}): {env.termination_message_path.read_text()}", file=sys.stderr)
     return code
@@ -162,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--workdir", type=Path, default=Path(".codex-local"), help="data, checkpoints and logs")
     local.add_argument("--resume", action="store_true", help="resume from the workdir's checkpoints")
     local.add_argument("--verbose", action="store_true", help="stream the JSON logs to stderr")
+    local.add_argument("--skip-code-gates", action="store_true", help="skip pass@k and the code gates, which run "
+                       "the model's generated code on this machine without isolation (loss and perplexity are "
+                       "still computed)")
     local.set_defaults(func=_local)
     prepare = commands.add_parser("prepare-embedded", help="materialise the embedded models (image build time)")
     prepare.add_argument("--models-dir", type=Path, default=None,

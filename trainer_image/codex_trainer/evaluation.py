@@ -1,19 +1,21 @@
 """Evaluation: loss and perplexity on the validation split, then completions for HumanEval-format tasks
-run in the sandbox and scored into pass@k and the gates."""
+run by the parallel executor (executor.py) and scored into pass@k and the gates."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+import time
+from typing import Any, Optional, Sequence
 
 import torch
 from codex_api.gates import SampleOutcome
 
 from .data import Task
+from .executor import Progress, run_programs
 from .gates import SampleScore, parses, severe_findings
 from .logs import event
-from .sandbox import Limits, run_untrusted
+from .sandbox import Limits, SandboxResult
 
 # Stop early on the usual HumanEval boundaries; truncate_completion makes the cut exact.
 STOP_STRINGS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```"]
@@ -73,30 +75,55 @@ def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], *, 
     return results
 
 
+def join_completion(prompt: str, completion: str) -> str:
+    """The function's source, from a completion in either form a completion comes in.
+
+    - The trainer's own form was generated after :func:`generation_prompt`, so it begins with the
+      newline that ends the prompt's last line; it joins the stripped prompt, exactly as generated.
+    - HumanEval's standard form (``canonical_solution``, other harnesses' samples) is the body that
+      follows the prompt as given, trailing newline included; it joins as ``prompt + completion``,
+      which is what those harnesses run, so it scores the same here as there.
+    """
+    if completion.startswith("\n"):
+        return generation_prompt(prompt) + completion
+    return prompt + completion
+
+
 def program_for(task: Task, completion: str) -> str:
-    return f"{generation_prompt(task.prompt)}{completion}\n\n{task.test}\n\ncheck({task.entry_point})\n"
+    return f"{join_completion(task.prompt, completion)}\n\n{task.test}\n\ncheck({task.entry_point})\n"
 
 
-def run_outcome(task: Task, completion: str, severe: Sequence[str], limits: Limits) -> SampleOutcome:
-    """What one completion does: whether it parses, and if so how its sandboxed test run ended."""
-    program = program_for(task, completion)
-    if not parses(program):
+def sample_outcome(task: Task, severe: Sequence[str], result: Optional[SandboxResult]) -> SampleOutcome:
+    """What one completion did: no result means its program does not parse, so it never ran."""
+    if result is None:
         return SampleOutcome(task_id=task.task_id, parses=False, passed=False, in_time=False, bandit=tuple(severe),
                              status="syntax-error", elapsed=0.0)
-    result = run_untrusted(program, limits)
     return SampleOutcome(task_id=task.task_id, parses=True, passed=result.passed, in_time=result.in_time,
                          bandit=tuple(severe), status=result.status, elapsed=round(result.elapsed, 3))
 
 
-def score_samples(tasks: Sequence[Task], completions: Sequence[Sequence[str]], timeout_seconds: float) -> list[SampleScore]:
-    """Bandit, syntax and a sandboxed test run for every completion, scored by every per-sample gate.
+def score_samples(tasks: Sequence[Task], completions: Sequence[Sequence[str]], timeout_seconds: float, *,
+                  workers: Optional[int] = None, progress: Optional[Progress] = None) -> list[SampleScore]:
+    """Bandit (once, over the batch), syntax and a sandboxed test run for every completion, scored by every
+    per-sample gate. The programs run in parallel on ``workers`` processes (default: the CPUs available);
+    ``progress(done, total)`` follows the samples, those that do not parse counting as done at once.
     Never raises for what the code does."""
+    started = time.monotonic()
     flat = [(task, completion) for task, group in zip(tasks, completions) for completion in group]
-    findings = severe_findings([generation_prompt(task.prompt) + completion for task, completion in flat])
-    limits = Limits(timeout_seconds=timeout_seconds)
-    scores = [SampleScore.of(run_outcome(task, completion, severe, limits))
-              for (task, completion), severe in zip(flat, findings)]
-    event("evaluate", "samples.scored", samples=len(scores), passed=sum(s.outcome.passed for s in scores))
+    findings = severe_findings([join_completion(task.prompt, completion) for task, completion in flat])
+    programs = [program_for(task, completion) for task, completion in flat]
+    runnable = [index for index, program in enumerate(programs) if parses(program)]
+    unparsed = len(flat) - len(runnable)
+    if progress is not None:
+        progress(unparsed, len(flat))
+    results = run_programs([programs[i] for i in runnable], Limits(timeout_seconds=timeout_seconds),
+                           workers=workers,
+                           progress=None if progress is None else lambda done, _: progress(unparsed + done, len(flat)))
+    by_index = dict(zip(runnable, results))
+    scores = [SampleScore.of(sample_outcome(task, severe, by_index.get(index)))
+              for index, ((task, _), severe) in enumerate(zip(flat, findings))]
+    event("evaluate", "samples.scored", samples=len(scores), passed=sum(s.outcome.passed for s in scores),
+          seconds=round(time.monotonic() - started, 2))
     return scores
 
 

@@ -77,12 +77,34 @@ def with_tiny_model(run: CodexTrainingRun) -> CodexTrainingRun:
     return run.model_copy(update={"spec": spec})
 
 
+def choose_code_gates(run: CodexTrainingRun, skip: bool,
+                      stream: Optional[TextIO] = None) -> tuple[CodexTrainingRun, bool]:
+    """The run as local mode evaluates it, and whether its code gates were skipped.
+
+    A laptop has no cluster to isolate generated code with: the same executor runs it here, under its
+    limits but with this user's files, network and processes in reach, so that is said once, before
+    anything runs. ``skip`` drops the tasks instead (loss and perplexity are still computed).
+    """
+    evaluation = run.spec.evaluation
+    if evaluation.tasks is None:
+        return run, False
+    if not skip:
+        stream = stream or sys.stdout
+        stream.write("codex-train local: pass@k and the code gates run the model's generated code on this machine, "
+                     "WITHOUT ISOLATION (no sandbox pod: your files, network and processes are in its reach); "
+                     "--skip-code-gates skips them\n")
+        stream.flush()
+        return run, False
+    spec = run.spec.model_copy(update={"evaluation": evaluation.model_copy(update={"tasks": None})})
+    return run.model_copy(update={"spec": spec}), True
+
+
 class ConsoleBar:
     """A progress sink drawing one line: bar, step/total, loss, ETA and stage."""
 
-    def __init__(self, stream: TextIO = sys.stdout, min_interval: float = 0.5):
-        self.stream, self.min_interval = stream, min_interval
-        self.tty = stream.isatty()
+    def __init__(self, stream: Optional[TextIO] = None, min_interval: float = 0.5):
+        self.stream, self.min_interval = stream or sys.stdout, min_interval  # the current one, not the one at import
+        self.tty = self.stream.isatty()
         self._last = 0.0
         self._stage: Optional[str] = None
 
@@ -114,8 +136,12 @@ class ConsoleBar:
         self.stream.flush()
 
 
-def final_table(results: dict[str, Any], exit_code: int, output_dir: Path, stream: TextIO = sys.stdout) -> None:
+def final_table(results: dict[str, Any], exit_code: int, output_dir: Path, stream: Optional[TextIO] = None,
+                code_gates_skipped: bool = False) -> None:
+    stream = stream or sys.stdout  # the current one, not the one at import
     rows: list[tuple[str, str]] = []
+    if code_gates_skipped:
+        rows.append(("pass@k, code gates", "skipped (--skip-code-gates): no generated code was run"))
     for key, value in (results.get("metrics") or {}).items():
         if isinstance(value, dict):
             rows += [(name, f"{v:.3f}") for name, v in value.items()]

@@ -1,91 +1,70 @@
-"""Run untrusted generated code in a separate, limited process.
+"""One sample's sandbox: its limits, its environment, its audit hook, and what its process does first.
 
-Layers, each enough on its own for the common cases:
+The executor (:mod:`codex_trainer.executor`) forks every sample from one warm process and calls
+:func:`enter_sample` in the child. Per sample, each layer enough on its own for the common cases:
 
-- a separate process in its own session, killed with its whole process group at the wall timeout;
+- its own session and process group, killed with all its descendants when it ends or at the wall
+  timeout (the executor walks /proc for the ones that left the group);
 - rlimits: CPU seconds, address space, file size, process count (the fork bomb runs out of
   processes, the 10 GB allocation gets MemoryError);
-- a scrubbed environment (no HF_TOKEN or anything else of ours) and a fresh temporary working
-  directory that is deleted afterwards;
-- when the trainer runs as root (a laptop, CI), the child drops to ``nobody`` so RLIMIT_NPROC
+- a scrubbed environment (no HF_TOKEN or anything else of ours), no file descriptor of the
+  executor's, and a fresh temporary working directory that is deleted afterwards;
+- when the executor runs as root (a laptop, CI), the sample drops to ``nobody`` so RLIMIT_NPROC
   applies and file permissions protect the rest of the filesystem;
-- a Python audit hook installed before the snippet runs: writes outside the working directory,
+- a Python audit hook installed before the program runs: writes outside the working directory,
   reading /proc, /sys and mounted Secrets, process creation, sockets and ctypes raise
-  PermissionError.
+  PermissionError. It is a courtesy that turns honest mistakes into clear errors, not a boundary:
+  code in the same interpreter can get past it. The boundary is the process (and, in a cluster,
+  the credential-less, network-less pod the executor runs in).
 
 Linux namespaces (``unshare``) would add network and PID isolation but need privileges the trainer
-pod does not have, so nothing here depends on them.
+pod does not have, so nothing here depends on them. Standard library only: the executor imports
+this module in a bare interpreter.
 """
 
 from __future__ import annotations
 
+import builtins
+import linecache
 import math
 import os
 import resource
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
+import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 NOBODY = 65534
 OUTPUT_TAIL_BYTES = 2000
+# The exit status of a sample whose own set-up failed (a bug of ours, reported in its output).
+SETUP_FAILED = 70
 
-# Runs inside the child before the snippet: from here on, the audit hook cannot be removed.
-GUARD = r'''
-import os, sys
-_ROOT = os.path.realpath(os.getcwd())
 _DENY_READ = ("/proc", "/sys", "/var/run/secrets", "/run/secrets", "/etc/codex")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _BLOCKED = ("os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.kill",
-            "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.", "socket.", "os.chown", "os.setuid")
-_MUTATE = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.link", "os.symlink",
-           "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move")
-
-def _inside(path):
-    if isinstance(path, int):
-        return True
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    real = os.path.realpath(path)
-    return real == _ROOT or real.startswith(_ROOT + os.sep)
-
-def _guard(event, args):
-    if event == "open":
-        path, mode, flags = args
-        if isinstance(path, int):
-            return
-        text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-        writing = (mode is not None and any(c in str(mode) for c in "wax+")) or (mode is None and flags & _WRITE_FLAGS)
-        if writing and not _inside(text):
-            raise PermissionError(f"sandbox: writing {text!r} outside the working directory")
-        if os.path.realpath(text).startswith(_DENY_READ):
-            raise PermissionError(f"sandbox: reading {text!r} is not allowed")
-    elif event.startswith(_BLOCKED):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    elif event.startswith(_MUTATE) and args and not all(_inside(a) for a in args[:2] if isinstance(a, (str, bytes))):
-        raise PermissionError(f"sandbox: {event} outside the working directory")
-    elif event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess", "_socket"):
-        raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-
-sys.addaudithook(_guard)
-del _guard
-with open("program.py", encoding="utf-8") as _source:
-    _code = compile(_source.read(), "program.py", "exec")
-exec(_code, {"__name__": "__main__"})
-'''
+            "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.", "socket.", "os.chown", "os.setuid",
+            "gc.get_objects", "gc.get_referrers", "gc.get_referents")
+_BLOCKED_IMPORTS = ("ctypes", "_ctypes", "_posixsubprocess", "_socket")
+# Filesystem changes that must stay inside the working directory: for each of the first two path
+# arguments, the position of the dir_fd it is relative to (None: relative to the cwd).
+_MUTATE = {"os.remove": (1,), "os.rmdir": (1,), "os.mkdir": (2,), "os.chmod": (2,), "os.utime": (3,),
+           "os.rename": (2, 3), "os.link": (2, 3), "os.symlink": (None, 2), "os.truncate": (),
+           "shutil.rmtree": (), "shutil.copyfile": (), "shutil.move": ()}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 @dataclass(frozen=True)
 class Limits:
+    """What one sample may use. ``audit_hook`` is off only in tests that play a program which has
+    already switched the hook off, to show that the process-level defences hold without it."""
+
     timeout_seconds: float = 5.0
     memory_bytes: int = 1 << 30
     file_size_bytes: int = 10 << 20
     processes: int = 16
+    audit_hook: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,109 +90,211 @@ def scrubbed_env() -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
-def _user_task_count(uid: int) -> int:
+def run_untrusted(program: str, limits: Limits = Limits()) -> SandboxResult:
+    """Run one program (Python source) in the sandbox and say how it ended; never raises for what it does."""
+    from .executor import run_programs
+
+    return run_programs([program], limits, workers=1)[0]
+
+
+def classify(wait_status: int, timed_out: bool, elapsed: float, output_tail: str) -> SandboxResult:
+    """How a sample ended, from its wait status: the executor's own observation, nothing the program wrote."""
+    returncode = os.waitstatus_to_exitcode(wait_status)
+    if timed_out or returncode == -signal.SIGXCPU:
+        status = "timeout"
+    elif returncode < 0:
+        status = "killed"
+    else:
+        status = "passed" if returncode == 0 else "failed"
+    return SandboxResult(status, returncode, round(elapsed, 4), output_tail)
+
+
+def enter_sample(program: str, workdir: str, output_fd: int, limits: Limits, drop_to: Optional[int],
+                 nproc: int) -> NoReturn:
+    """In the forked child: isolate, run ``program``, exit with its status. Never returns into the executor."""
+    status = SETUP_FAILED
+    try:
+        _isolate(workdir, output_fd, limits, drop_to, nproc)
+        status = _run_program(program, limits.audit_hook)
+    except BaseException:  # noqa: B036 - whatever happened, this process must end here
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def _isolate(workdir: str, output_fd: int, limits: Limits, drop_to: Optional[int], nproc: int) -> None:
+    os.setsid()
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the executor blocks SIGCHLD; programs get the default
+    for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        # SIGINT too: a sibling's Ctrl-C shows as a signal (rerun alone), not as a KeyboardInterrupt failure.
+        signal.signal(signum, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    for target, source in ((0, devnull), (1, output_fd), (2, output_fd)):
+        os.dup2(source, target)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the executor's pipes and the other samples' outputs
+    os.chdir(workdir)
+    cpu = max(1, math.ceil(limits.timeout_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if drop_to is not None:
+        os.setgroups([])
+        os.setgid(drop_to)
+        os.setuid(drop_to)
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    environment = scrubbed_env()
+    if os.environ != environment:  # the executor already runs with it; this is for any other caller
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def _run_program(program: str, audit_hook: bool) -> int:
+    """Run ``program`` as ``python program.py`` would and return its exit status."""
+    sys.argv = ["program.py"]
+    linecache.cache["program.py"] = (len(program), None, program.splitlines(True), "program.py")
+    try:
+        code = compile(program, "program.py", "exec")
+        if audit_hook:
+            install_guard(os.getcwd())
+        exec(code, {"__name__": "__main__", "__builtins__": builtins})  # noqa: S102 - the sandbox's purpose
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()  # the interpreter waits for non-daemon threads at exit; so do we
+        status = 0
+    except SystemExit as stop:
+        status = _exit_status(stop.code)
+    except BaseException as error:  # noqa: B036 - reported as the program's failure, as python would
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return status
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _denied(message: str) -> PermissionError:
+    return PermissionError(f"sandbox: {message}")
+
+
+def install_guard(root: str) -> None:
+    """The audit hook for everything the program does from here on (see the module docstring)."""
+    realpath, readlink, join, isabs, fsdecode, sep = (os.path.realpath, os.readlink, os.path.join,
+                                                      os.path.isabs, os.fsdecode, os.sep)
+    function = type(install_guard)
+    # Private copies: rebinding the module's tables from the program changes nothing here.
+    deny_read, blocked, blocked_imports, mutate = _DENY_READ, _BLOCKED, _BLOCKED_IMPORTS, dict(_MUTATE)
+
+    def inside(path: object, dir_fd: int = -1) -> bool:
+        text = fsdecode(path)
+        if dir_fd != -1 and not isabs(text):
+            text = join(readlink(f"/proc/self/fd/{dir_fd}"), text)  # judged where it really points
+        real = realpath(text)
+        return real == root or real.startswith(root + sep)
+
+    def check_open(path: object, mode: Optional[str], flags: int) -> None:
+        if isinstance(path, int):
+            return  # an already open descriptor
+        text = fsdecode(path)
+        writing = any(c in mode for c in "wax+") if mode is not None else bool(flags & _WRITE_FLAGS)
+        if writing and mode is None and not isabs(text):
+            raise _denied(f"os.open of {text!r} for writing needs an absolute path (a dir_fd is not checked)")
+        if writing and not inside(text):
+            raise _denied(f"writing {text!r} outside the working directory")
+        if realpath(text).startswith(deny_read):
+            raise _denied(f"reading {text!r} is not allowed")
+
+    def check_mutate(event: str, args: tuple) -> None:
+        fd_positions = mutate[event]
+        for position, path in enumerate(args[:2]):
+            if isinstance(path, (str, bytes)):
+                fd_at = fd_positions[position] if position < len(fd_positions) else None
+                dir_fd = args[fd_at] if fd_at is not None and isinstance(args[fd_at], int) else -1
+                if not inside(path, dir_fd):
+                    raise _denied(f"{event} outside the working directory")
+
+    def guard(event: str, args: tuple) -> None:
+        if event == "open":
+            check_open(*args)
+        elif event.startswith(blocked):
+            raise _denied(f"{event} is not allowed")
+        elif event in mutate:
+            check_mutate(event, args)
+        elif event == "import" and args[0] in blocked_imports:
+            raise _denied(f"importing {args[0]} is not allowed")
+        elif event == "object.__setattr__" and isinstance(args[0], function):
+            raise _denied("changing a function's code is not allowed")
+
+    sys.addaudithook(guard)
+
+
+# ---- finding and ending processes ------------------------------------------------------------
+def parents_of_all() -> dict[int, int]:
+    """pid -> ppid of every process, from /proc/<pid>/stat (readable even for non-dumpable ones)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            parents[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    return parents
+
+
+def descendants(root: int, parents: Optional[dict[int, int]] = None) -> list[int]:
+    """Every process below ``root``, parents before their children."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in (parents if parents is not None else parents_of_all()).items():
+        children.setdefault(parent, []).append(pid)
+    found, queue = [], deque([root])
+    while queue:
+        for child in children.get(queue.popleft(), ()):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_tree(root: int, parents: Optional[dict[int, int]] = None) -> None:
+    """SIGKILL ``root``, its process group and every descendant: what forks meanwhile is orphaned to
+    the executor when its parent dies, and the next sweep kills it."""
+    for kill, target in ((os.killpg, root), *((os.kill, pid) for pid in [root, *descendants(root, parents)])):
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2:].split()[0].decode()
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def user_task_count(uid: int) -> int:
     """Tasks (threads count) this uid already runs: RLIMIT_NPROC counts them all, system-wide."""
     count = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for name in os.listdir("/proc"):
         try:
-            for line in status.read_text().splitlines():
-                if line.startswith("Uid:"):
-                    if int(line.split()[1]) == uid:
-                        threads = next(int(t.split()[1]) for t in status.read_text().splitlines()
-                                       if t.startswith("Threads:"))
-                        count += threads
-                    break
-        except (OSError, ValueError, StopIteration):
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{name}/status").read_text().splitlines()
+                          if line.startswith(("Uid:", "Threads:")))
+            if name.isdigit() and int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+        except (OSError, ValueError, KeyError):
             continue
     return count
-
-
-def _world_executable(path: str) -> bool:
-    real = Path(os.path.realpath(path))
-    if not (real.is_file() and real.stat().st_mode & 0o001):
-        return False
-    return all(parent.stat().st_mode & 0o001 for parent in real.parents)
-
-
-def interpreter(dropping_privileges: bool) -> str:
-    """A Python the child can execute: ours, or (after dropping to nobody) a system one if ours sits in
-    a private directory such as /root."""
-    if not dropping_privileges:
-        return sys.executable
-    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
-        if candidate and _world_executable(candidate):
-            return candidate
-    raise RuntimeError("sandbox: no Python interpreter is executable by the unprivileged user")
-
-
-def _preexec(limits: Limits, drop_to: Optional[int], nproc: int):
-    cpu = max(1, math.ceil(limits.timeout_seconds))
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if drop_to is not None:
-            os.setgroups([])
-            os.setgid(drop_to)
-            os.setuid(drop_to)
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-
-    return apply
-
-
-def run_untrusted(program: str, limits: Limits = Limits()) -> SandboxResult:
-    """Run ``program`` (Python source) in the sandbox and say how it ended; never raises for what it does."""
-    workdir = Path(tempfile.mkdtemp(prefix="codex-sandbox-"))
-    drop_to = NOBODY if os.geteuid() == 0 else None
-    uid = drop_to if drop_to is not None else os.getuid()
-    nproc = _user_task_count(uid) + limits.processes
-    try:
-        (workdir / "program.py").write_text(program, encoding="utf-8")
-        if drop_to is not None:
-            os.chown(workdir, drop_to, drop_to)
-        with open(workdir / "output.txt", "wb") as output:
-            started = time.monotonic()
-            process = subprocess.Popen(
-                [interpreter(drop_to is not None), "-I", "-c", GUARD],
-                cwd=workdir, env=scrubbed_env(), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_preexec(limits, drop_to, nproc), close_fds=True,
-            )
-            timed_out, returncode = False, None
-            try:
-                returncode = process.wait(timeout=limits.timeout_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                # Always, even when SIGTERM interrupts the wait: nothing of the snippet outlives this call.
-                elapsed = time.monotonic() - started
-                _kill_group(process.pid)
-                if returncode is None:
-                    process.wait()
-        tail = _tail(workdir / "output.txt")
-        if timed_out or returncode == -signal.SIGXCPU:
-            return SandboxResult("timeout", returncode, elapsed, tail)
-        if returncode is not None and returncode < 0:
-            return SandboxResult("killed", returncode, elapsed, tail)
-        return SandboxResult("passed" if returncode == 0 else "failed", returncode, elapsed, tail)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(pgid: int) -> None:
-    # The snippet's own children (if any got past the limits) share its process group.
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - OUTPUT_TAIL_BYTES))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
