@@ -25,7 +25,8 @@ def test_models_are_the_registry_in_its_order():
     assert [field.alias for field in Gates.model_fields.values()] == ["passed"] + [gate.name for gate in GATES]
     assert Thresholds().to_wire() == {"syntaxOk": 0.8, "logicOk": 0.8, "securityOk": 0.9, "perfOk": 0.6}
     assert Thresholds.model_fields["perf_ok"].description == (
-        "perfOk: completions that finish within evaluation.timeoutSeconds. Defaults to 0.6.")
+        "perfOk: the least share of the completions that parse that run to completion within "
+        "evaluation.timeoutSeconds; syntax errors count against syntaxOk only. Defaults to 0.6.")
     assert Thresholds.model_fields["max_perplexity"].description == (
         "maxPerplexity fails the run when validation perplexity is above it. Unset skips the check.")
 

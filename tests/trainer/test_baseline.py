@@ -136,9 +136,11 @@ def test_comparison_reports_base_tuned_and_delta_for_pass_at_k_and_each_gate():
     thresholds = Thresholds(syntax_ok=0, logic_ok=0, security_ok=0, perf_ok=0, min_improvement=0.6)
     gates = comparison.annotate(verdict(tuned, thresholds, comparison.measurements())).to_wire()
     assert gates["syntaxOk"] == {"value": 1.0, "threshold": 0.0, "passed": True, "base": 0.75, "delta": 0.25}
-    assert gates["logicOk"] == {"value": 0.75, "threshold": 0.0, "passed": True, "base": 0.25, "delta": 0.5}
-    assert gates["securityOk"] == {"value": 1.0, "threshold": 0.0, "passed": True, "base": 0.75, "delta": 0.25}
-    assert gates["perfOk"] == {"value": 1.0, "threshold": 0.0, "passed": True, "base": 0.75, "delta": 0.25}
+    # The base's syntax error counts against syntaxOk only: the other gates count the three that parse.
+    assert gates["logicOk"] == {"value": 0.75, "threshold": 0.0, "passed": True, "base": 0.333333, "delta": 0.416667}
+    assert gates["securityOk"] == {"value": 1.0, "threshold": 0.0, "passed": True, "base": 0.666667,
+                                   "delta": 0.333333}
+    assert gates["perfOk"] == {"value": 1.0, "threshold": 0.0, "passed": True, "base": 1.0, "delta": 0.0}
     assert gates["minImprovement"] == {"value": 0.5, "threshold": 0.6, "passed": False}
     assert gates["passed"] is False
 
