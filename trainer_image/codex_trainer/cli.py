@@ -127,8 +127,11 @@ def _local(args: argparse.Namespace) -> int:
     stage_local_data(run, documents, env.data_root)
     print(f"codex-train local: {run.metadata.name} on {run.spec.base_model.embedded or run.spec.base_model.hub or 'pvc'}"
           f" (logs: {workdir / 'trainer.log'})")
+    # Without an output PVC the base model's scores would sit with the checkpoints, which a fresh
+    # local run clears: keep them in the work dir instead.
+    baselines = None if run.spec.output.pvc is not None else workdir / ".codex-baselines"
     recipe = Recipe(run, env, sinks=[ConsoleBar()], guard=PreemptionGuard().install(), output_dir=args.output,
-                    hub_endpoint=env.hf_endpoint)
+                    hub_endpoint=env.hf_endpoint, baseline_dir=baselines)
     code = execute(recipe)
     if code in (contract.EXIT_OK, contract.EXIT_GATES_NOT_MET):
         final_table(recipe.results, code, recipe.output_dir(), code_gates_skipped=code_gates_skipped)

@@ -142,9 +142,12 @@ def final_table(results: dict[str, Any], exit_code: int, output_dir: Path, strea
     rows: list[tuple[str, str]] = []
     if code_gates_skipped:
         rows.append(("pass@k, code gates", "skipped (--skip-code-gates): no generated code was run"))
+    # pass@k maps: the tuned adapter's, the base model's and the difference.
+    prefixes = {"passAtK": "", "basePassAtK": "base ", "passAtKDelta": "delta "}
     for key, value in (results.get("metrics") or {}).items():
         if isinstance(value, dict):
-            rows += [(name, f"{v:.3f}") for name, v in value.items()]
+            signed = "+.3f" if key == "passAtKDelta" else ".3f"
+            rows += [(f"{prefixes.get(key, key + ' ')}{name}", format(v, signed)) for name, v in value.items()]
         elif value is not None:
             rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value)))
     for name, gate in (results.get("gates") or {}).items():
