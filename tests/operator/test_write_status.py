@@ -54,3 +54,4 @@ def test_forgetting_an_object_drops_its_record_and_its_gauges():
     assert (state.phase_counts["Running"], state.active_jobs) == (0, 0)
     state.set_job_active(KEY, False)  # a Job event after its run is gone creates no record
     assert KEY not in state.tracked
+
