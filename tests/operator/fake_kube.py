@@ -165,12 +165,21 @@ def index(objs: Iterable[dict[str, Any]], key) -> dict[Any, list[dict[str, Any]]
     return out
 
 
+def _value(coroutine: Any) -> Any:
+    """What an index function returns: they are coroutines that never await (kopf runs them on its loop)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("an index function awaited something")
+
+
 def filed(indexer, objs: Iterable[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
     """``objs`` filed by one of handlers/indexes.py's own index functions (slim copies, with the
     operator's managedFields entry; an object it does not file is left out)."""
     out: dict[Any, list[dict[str, Any]]] = {}
     for obj in objs:
-        for key, value in (indexer(namespace=obj["metadata"]["namespace"], body=obj) or {}).items():
+        for key, value in (_value(indexer(namespace=obj["metadata"]["namespace"], body=obj)) or {}).items():
             out.setdefault(key, []).append(value)
     return out
 

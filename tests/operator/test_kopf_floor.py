@@ -21,6 +21,7 @@ OPERATOR = REPO / "operator" / "codex_operator"
 
 FIRST_RELEASE = {
     "settings.networking.request_timeout": "1.33.0",
+    "settings.persistence.diffbase_storage": "0.27",
     "settings.posting.level": "0.27",
     "settings.posting.reporting_component": "1.37.0",
     "settings.scanning.disabled": "1.29.0",
@@ -29,6 +30,9 @@ FIRST_RELEASE = {
     "settings.watching.label_selectors": "1.45.0",
     "settings.watching.server_timeout": "0.27",
     "kopf.Body": "0.27",
+    "kopf.BodyEssence": "0.27",
+    "kopf.DiffBaseStorage": "0.27",
+    "kopf.Patch": "0.27",
     "kopf.Index": "1.30.0",
     "kopf.LogFormat": "0.28",
     "kopf.Memo": "0.27",

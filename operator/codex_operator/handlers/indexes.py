@@ -1,5 +1,9 @@
 """In-memory indexes kopf keeps from its watches, so reconciling reads nothing from the API.
 
+The index functions are coroutines that never await: kopf runs a plain function in a thread of
+its executor, which costs a thread hop and two loop wake-ups per index per event; a coroutine it
+runs on its loop.
+
 Each holds slim copies (views.slim): what reconciling reads, without managedFields. The
 reconcilers read them through :class:`codex_operator.views.Views`.
 """
@@ -18,33 +22,33 @@ from .resources import DEPLOYMENTS, HPAS, JOBS, MODELS, ManagedOnly, PODS, RUNS,
 
 
 @kopf.index(*RUNS)
-def run_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def run_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """(namespace, name) -> the run: the one slim copy of each run the operator keeps."""
     return {(namespace, name): slim(body, metadata=OWNER_METADATA)}
 
 
 @kopf.index(*RUNS)
-def run_names(namespace: str, name: str, **_: Any) -> dict[str, str]:
+async def run_names(namespace: str, name: str, **_: Any) -> dict[str, str]:
     """namespace -> the names of its runs (looked up in run_index), for resolving
     CodexModel.spec.adapter.fromTrainingRun."""
     return {namespace: name}
 
 
 @kopf.index(*MODELS)
-def models_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def models_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """namespace -> its models, to re-resolve them when a run changes."""
     return {namespace: slim(body, metadata=OWNER_METADATA)}
 
 
 @kopf.index(*JOBS, labels=ManagedOnly)
-def job_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
+async def job_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
     """(namespace, run name) -> the run's Job."""
     owner = names.controller_owner(body, "CodexTrainingRun")
     return {(namespace, owner[0]): slim_job(body)} if owner else None
 
 
 @kopf.index(*PODS, labels=ManagedOnly)
-def pod_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
+async def pod_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict[tuple[str, str], dict[str, Any]]]:
     """(namespace, run name) -> the run's trainer pods."""
     run = names.owner_run_name(body)
     return {(namespace, run): slim_pod(body, names.TRAINER_CONTAINER)} if run else None
@@ -64,18 +68,18 @@ def _model_child(namespace: str, body: kopf.Body, keep: tuple[str, ...]) -> Opti
 
 
 @kopf.index(*DEPLOYMENTS, labels=ManagedOnly)
-def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
+async def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's Deployment (its status is the model's)."""
     return _model_child(namespace, body, ("spec", "status"))
 
 
 @kopf.index(*SERVICES, labels=ManagedOnly)
-def service_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
+async def service_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's Service."""
     return _model_child(namespace, body, ("spec",))
 
 
 @kopf.index(*HPAS, labels=ManagedOnly)
-def hpa_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
+async def hpa_index(namespace: str, body: kopf.Body, **_: Any) -> Optional[dict]:
     """(namespace, model name) -> the model's HorizontalPodAutoscaler."""
     return _model_child(namespace, body, ("spec",))

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
@@ -25,6 +25,20 @@ from ..sync_runs import KIND as RUN_KIND, reconcile_run
 from ..views import Views
 from ..workqueue import WorkQueue
 from .resources import DEPLOYMENTS, HPAS, JOBS, PODS, SERVICES
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: kopf computes one for change handlers (on.create/update), deep-copying every
+    event's body to do so, and the operator registers none (watch events only queue keys)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> Optional[kopf.BodyEssence]:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
 
 # kopf's per-object logger: one "Handler 'on_x_event' succeeded." line per watch event is noise;
 # what the reconcilers do is logged by codex_operator's own loggers.
@@ -47,6 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.persistence.diffbase_storage = NoDiffBase()
     logging.getLogger(KOPF_OBJECTS_LOGGER).setLevel(logging.WARNING)
     # codex-operator's main puts the config in the memo; `kopf run -m codex_operator.handlers` runs on defaults.
     cfg: OperatorConfig = getattr(memo, "config", None) or OperatorConfig()
