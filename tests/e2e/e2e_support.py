@@ -128,21 +128,6 @@ class OperatorHandle:
                              check=False)
 
 
-def apiserver_writes(cluster, resources: tuple[str, ...]) -> int:
-    """Write requests the apiserver served for ``resources`` themselves (its apiserver_request_total counter),
-    not their status subresource, which the built-in controllers write as pods come and go."""
-    text = cluster.kubectl("get", "--raw", "/metrics").stdout
-    total = 0
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
-        if labels.get("verb", "").strip('"') in ("POST", "PATCH", "PUT", "DELETE", "APPLY") and \
-                labels.get("resource", "").strip('"') in resources and not labels.get("subresource", "").strip('"'):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
 def kill_container(cluster, namespace: str, pod: str, container: str, signal_number: int) -> None:
     """Signal a container's process through the node agent's record (a crash: SIGKILL)."""
     import os
