@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -149,8 +150,11 @@ def test_results_keep_their_order_and_progress_counts_each():
     programs = ["print('a')\n", "raise SystemExit(3)\n", "while True:\n    pass\n", "import time\ntime.sleep(0.3)\n"]
     results = run_programs(programs, Limits(timeout_seconds=1.0), workers=3,
                            progress=lambda done, total: seen.append((done, total)))
-    assert [(r.status, r.returncode) for r in results] == [("passed", 0), ("failed", 3), ("timeout", -9),
-                                                           ("passed", 0)]
+    assert [r.status for r in results] == ["passed", "failed", "timeout", "passed"]
+    # The loop is stopped by whichever limit comes first: the wall clock (SIGKILL) or, on a fast
+    # machine where it accrues its CPU second first, RLIMIT_CPU (SIGXCPU).
+    assert [results[0].returncode, results[1].returncode, results[3].returncode] == [0, 3, 0]
+    assert results[2].returncode in (-signal.SIGKILL, -signal.SIGXCPU)
     assert results[0].output_tail == "a\n"
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert run_programs([], Limits()) == []
