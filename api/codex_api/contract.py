@@ -31,6 +31,8 @@ REPORT_MAX_BYTES = 4096
 
 # Reasons the trainer puts in its report; the operator copies them into conditions.
 REASON_SUCCEEDED = "Succeeded"
+# The train stage of a staged run (codex_api.stages) ended well: the sandbox comes next.
+REASON_TRAINED = "Trained"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_INVALID_DATA = "InvalidData"
 REASON_GATES_NOT_MET = "GatesNotMet"

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from pydantic import Field, create_model
 
 from .base import ApiModel, Rule
-from .common import DataSource
+from .common import NAME_PATTERN, QUANTITY_PATTERN, DataSource
 from .gates import GATES
 
 # The CRD carries no defaults, so CEL rules that read an optional field fall back to this one explicitly.
@@ -36,6 +36,20 @@ Thresholds = create_model(
     __doc__="Quality gates: the share of generated completions that must pass each check, in [0, 1].",
     **_threshold_fields(),
 )
+
+
+class Sandbox(ApiModel):
+    """The sandbox stage's pod, where the generated programs run: CPU only, no credential, no network."""
+
+    runtime_class_name: Optional[str] = Field(
+        None, description="runtimeClassName of the sandbox pod, such as gVisor's or Kata's, where the cluster has one. "
+        "Defaults to the operator's (Helm sandbox.runtimeClassName), else the cluster's default runtime.",
+        pattern=NAME_PATTERN, max_length=253,
+    )
+    cpu: str = Field("2", description="cpu request and limit of the sandbox pod; the programs run on that many "
+                     "processes. Defaults to \"2\".", pattern=QUANTITY_PATTERN)
+    memory: str = Field("4Gi", description="memory request and limit of the sandbox pod. Defaults to \"4Gi\".",
+                        pattern=QUANTITY_PATTERN)
 
 
 class Evaluation(ApiModel):
@@ -73,6 +87,10 @@ class Evaluation(ApiModel):
     )
     thresholds: Thresholds = Field(  # type: ignore[valid-type]
         default_factory=Thresholds, description="thresholds are the quality gates."
+    )
+    sandbox: Sandbox = Field(
+        default_factory=Sandbox, description="sandbox is the pod that runs the generated programs, a stage of its own "
+        "between training and publishing (see the README's How it works). Used only when tasks is set.",
     )
 
 

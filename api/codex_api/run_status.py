@@ -76,6 +76,17 @@ class Lineage(ApiModel):
     image: Optional[str] = Field(None, description="image is the trainer image that ran.")
 
 
+class StageStatus(ApiModel):
+    """One stage of a run with code tasks (codex_api.stages): train, sandbox, publish."""
+
+    name: Literal["train", "sandbox", "publish"] = Field(description="name of the stage.")
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(description="phase of the stage's Job.")
+    job_name: Optional[str] = Field(None, description="jobName is the stage's Job, once created.")
+    samples_done: Optional[int] = Field(None, description="samplesDone counts the programs run so far (sandbox).")
+    samples_total: Optional[int] = Field(None, description="samplesTotal is how many programs the sandbox runs.")
+    message: Optional[str] = Field(None, description="message says how the stage ended, or what it waits on.")
+
+
 class CodexTrainingRunStatus(ApiModel):
     """CodexTrainingRunStatus is what the operator and the trainer observed."""
 
@@ -90,6 +101,11 @@ class CodexTrainingRunStatus(ApiModel):
     completion_time: Optional[datetime] = Field(None, description="completionTime is when the run finished.")
     duration_seconds: Optional[float] = Field(None, description="durationSeconds from startTime to completionTime.")
     progress: Optional[Progress] = Field(None, description="progress of training, written by the trainer.")
+    stages: Optional[list[StageStatus]] = Field(
+        None, description="stages of a run with evaluation tasks, in order: train, sandbox (the generated code runs "
+        "with no credential and no network), publish. Unset for a run without tasks, which runs as one Job.",
+        max_length=3,
+    )
     metrics: Optional[Metrics] = Field(None, description="metrics from training and evaluation.")
     gates: Optional[Gates] = Field(  # type: ignore[valid-type]
         None, description="gates are the quality gates and their verdict."
