@@ -22,6 +22,7 @@ ENV_TRAINER_MEMORY = "CODEX_DEFAULT_TRAINER_MEMORY"
 ENV_SERVER_CPU = "CODEX_DEFAULT_SERVER_CPU"
 ENV_SERVER_MEMORY = "CODEX_DEFAULT_SERVER_MEMORY"
 ENV_IMAGE_PULL_POLICY = "CODEX_IMAGE_PULL_POLICY"
+ENV_SANDBOX_RUNTIME_CLASS = "CODEX_SANDBOX_RUNTIME_CLASS"
 ENV_METRICS_PORT = "CODEX_METRICS_PORT"
 ENV_POD_IP = "POD_IP"
 
@@ -74,6 +75,8 @@ class OperatorConfig:
     trainer_resources: Resources = field(default_factory=Resources)
     server_resources: Resources = field(default_factory=Resources)
     image_pull_policy: Optional[str] = None
+    # The runtimeClassName of sandbox pods (gVisor, Kata) when a run's spec names none.
+    sandbox_runtime_class: Optional[str] = None
     metrics_port: int = DEFAULT_METRICS_PORT
     # Where the operator's own HTTP servers bind: the pod IP in-cluster, all interfaces otherwise.
     bind_host: str = "0.0.0.0"

@@ -23,16 +23,19 @@ from . import metrics
 
 logger = logging.getLogger(__name__)
 
-# Every kind the operator reads or writes, by apiVersion; each one's plural is regular (kind + "s").
+# Every kind the operator reads or writes, by apiVersion; a plural is kind + "s" unless IRREGULAR says.
 KINDS: dict[str, tuple[str, ...]] = {
     "v1": ("ConfigMap", "Event", "PersistentVolumeClaim", "Pod", "Service", "ServiceAccount"),
     "apps/v1": ("Deployment",),
     "autoscaling/v2": ("HorizontalPodAutoscaler",),
     "batch/v1": ("Job",),
+    "networking.k8s.io/v1": ("NetworkPolicy",),
     "rbac.authorization.k8s.io/v1": ("Role", "RoleBinding"),
     "codex.dev/v1alpha1": ("CodexTrainingRun", "CodexModel"),
 }
-PLURALS: dict[tuple[str, str], str] = {(v, k): k.lower() + "s" for v, kinds in KINDS.items() for k in kinds}
+IRREGULAR = {"NetworkPolicy": "networkpolicies"}
+PLURALS: dict[tuple[str, str], str] = {(v, k): IRREGULAR.get(k, k.lower() + "s") for v, kinds in KINDS.items()
+                                       for k in kinds}
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The field manager of everything the operator applies (metadata.managedFields names it).
@@ -125,7 +128,7 @@ class Kube:
         self.client.close()
 
     def _call(self, method: str, path: str, body: Any, content_type: Optional[str],
-              query: Optional[list[tuple[str, str]]] = None) -> Any:
+              query: Optional[list[tuple[str, str]]] = None, text: bool = False) -> Any:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
@@ -140,13 +143,27 @@ class Kube:
             except ValueError:
                 details = {}
             raise ApiError(response.status, details.get("reason") or response.reason or "", details.get("message", ""))
+        if text:
+            return data.decode("utf-8", "replace")
         return json.loads(data) if data else None
 
     async def request(self, method: str, path: str, body: Any = None, content_type: Optional[str] = None,
-                      kind: str = "", priority: int = NORMAL, query: Optional[list[tuple[str, str]]] = None) -> Any:
+                      kind: str = "", priority: int = NORMAL, query: Optional[list[tuple[str, str]]] = None,
+                      text: bool = False) -> Any:
         metrics.API_REQUESTS.labels(verb=method.lower(), kind=kind).inc()
-        future = self.executor.submit(priority, self._call, method, path, body, content_type, query)
+        future = self.executor.submit(priority, self._call, method, path, body, content_type, query, text)
         return await asyncio.wrap_future(future)
+
+    async def read_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> Optional[str]:
+        """The last ``tail_lines`` lines of a container's log; None when the pod or its log is gone."""
+        path = resource_path("v1", "Pod", namespace, pod, "log")
+        try:
+            return await self.request("GET", path, kind="Pod", text=True,
+                                      query=[("container", container), ("tailLines", str(tail_lines))])
+        except ApiError as error:
+            if error.status in (400, 404):
+                return None
+            raise
 
     async def apply(self, obj: dict[str, Any], priority: int = NORMAL) -> dict[str, Any]:
         """Server-side apply ``obj`` as :data:`FIELD_MANAGER`: the apiserver merges it into the live object,

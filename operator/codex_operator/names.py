@@ -12,6 +12,8 @@ import hashlib
 import re
 from typing import Any, Mapping
 
+from codex_api import stages
+
 OPERATOR_NAME = "codex-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
@@ -42,6 +44,9 @@ ROLE_TRAINER = "trainer"
 ROLE_WORKERS = "workers"
 ROLE_JOB = "train"
 ROLE_SERVER = "server"
+ROLE_WORK = "work"
+# The stage of a staged run (codex_api.stages) a Job runs; a Job without it is the training Job.
+ANNOTATION_STAGE = "codex.dev/stage"
 
 TRAINER_CONTAINER = "trainer"
 SERVER_CONTAINER = "server"
@@ -110,6 +115,12 @@ checkpoint_pvc_name = functools.partial(child_name, role=ROLE_CHECKPOINTS)
 trainer_account_name = functools.partial(child_name, role=ROLE_TRAINER)
 job_name = functools.partial(child_name, role=ROLE_JOB)
 workers_service_name = functools.partial(child_name, role=ROLE_WORKERS)
+work_pvc_name = functools.partial(child_name, role=ROLE_WORK)
+
+
+def stage_job_name(run_name: str, stage: str) -> str:
+    """The Job of one stage: the training Job keeps its name, the others are ``<run>-<stage>``."""
+    return job_name(run_name) if stage == stages.TRAIN else child_name(run_name, stage)
 # Children of a model: the Deployment, Service and HPA of a CodexModel share one name.
 server_name = functools.partial(child_name, role=ROLE_SERVER)
 

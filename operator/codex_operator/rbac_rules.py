@@ -25,13 +25,20 @@ def operator_rules(peering: bool = False) -> list[Rule]:
         # is also what lets it grant the same (for one run) to each run's trainer Role.
         {"apiGroups": [API_GROUP], "resources": ["codextrainingruns/status", "codexmodels/status"],
          "verbs": ["patch"]},
-        # The training Job: created once, found again after a 409, suspend/deadline/TTL patched.
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "patch"]},
+        # A run's Jobs (train, sandbox, publish): created once, found again after a 409, suspend/deadline/TTL
+        # patched; a finished sandbox Job whose pod (and so its results) is gone is deleted to run again.
+        {"apiGroups": ["batch"], "resources": ["jobs"],
+         "verbs": ["create", "get", "list", "watch", "patch", "delete"]},
         # Trainer pods are only watched, for their state and termination message.
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        # The sandbox pod's newest log line says how many programs it has run (it holds no credential
+        # to write status itself).
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        # The deny-all NetworkPolicy around each run's sandbox pods.
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "get"]},
         # The rendered spec (re-rendered on spec changes).
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch"]},
-        # Checkpoint volumes and the trainer's ServiceAccount are created once.
+        # Checkpoint and work volumes and the trainer's ServiceAccount are created once.
         {"apiGroups": [""], "resources": ["persistentvolumeclaims", "serviceaccounts"], "verbs": ["create", "get"]},
         # Headless Services of multi-node runs; model Services are watched and kept as specified.
         {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "get", "list", "watch", "patch"]},

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, TypeVar
 
-from codex_api import ApiModel, CodexModel, CodexTrainingRun, SpecError, parse
+from codex_api import ApiModel, CodexModel, CodexTrainingRun, SpecError, parse, stages
 
 from .builders.job import desired_pod_template_hash, training_hashes
 from .config import OperatorConfig
@@ -53,6 +53,8 @@ class RunView(SpecView):
     # builders.job.training_hashes of the spec, and the pod-template hash it would build.
     training_hashes: str = ""
     template_hash: Optional[str] = None
+    # Whether the run has code tasks, and so runs as stages (codex_api.stages.is_staged).
+    staged: bool = False
     # The parsed run, only in the view returned by the reconcile that parsed it (see kept()).
     parsed: Optional[CodexTrainingRun] = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -63,7 +65,8 @@ class RunView(SpecView):
             run = parse_object(CodexTrainingRun, body)
         except SpecError as error:
             return cls(uid, generation, invalid=error)
-        return cls(uid, generation, None, training_hashes(run.spec), desired_pod_template_hash(run, cfg), run)
+        return cls(uid, generation, None, training_hashes(run.spec), desired_pod_template_hash(run, cfg),
+                   stages.is_staged(run.spec), run)
 
     def kept(self) -> "RunView":
         """The view as remembered between reconciles: without the parsed run."""

@@ -59,6 +59,8 @@ class Tracked:
     # Runs: the phase last computed and whether the Job is still running, for the gauges.
     phase: Optional[str] = None
     job_active: bool = False
+    # Runs with code tasks: (samples run, samples in all) from the sandbox pod's newest log line.
+    samples: Optional[tuple[int, int]] = None
 
 
 @dataclass
@@ -86,6 +88,11 @@ class OperatorState:
     def enqueue(self, key: Key) -> None:
         """Reconcile the object soon (see workqueue.py)."""
         self.queues[key[0]].add(key)
+
+    def enqueue_after(self, key: Key, delay: float) -> None:
+        """Reconcile the object again in ``delay`` seconds (to follow something no watch reports)."""
+        if key[0] in self.queues:
+            self.queues[key[0]].add_after(key, delay)
 
     def record(self, key: Key) -> Tracked:
         """The object's record, created on first use."""

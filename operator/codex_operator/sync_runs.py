@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 import kopf
-from codex_api import CodexTrainingRun
+from codex_api import CodexTrainingRun, stages
 
 from . import metrics, names
 from .builders.configmap import build_spec_configmap
@@ -20,11 +20,13 @@ from .builders.job import build_job, job_mutable_fields
 from .builders.pvc import build_checkpoint_pvc
 from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
+from .builders.stages import build_sandbox_network_policy, build_work_pvc
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, NotOwnedError
 from .state import Key, OperatorState
 from .specs import RunView
-from .status import RUN_OWNED_FIELDS, compute_run_status
+from .stages import advance, follow_sandbox, run_jobs
+from .status import RUN_OWNED_FIELDS, StageJobs, compute_run_status
 from .status import reasons
 from .views import slim_job
 from .workqueue import Requeue
@@ -54,7 +56,10 @@ def build_run_children(run: CodexTrainingRun, cfg) -> dict[str, Chain]:
     retries its first progress patches while they appear, so they come after the Job.
     """
     account, *grants = build_trainer_rbac(run) or [None]
-    first = [build_spec_configmap(run), account, build_checkpoint_pvc(run), build_workers_service(run)]
+    first = [build_spec_configmap(run), account, build_checkpoint_pvc(run), build_workers_service(run),
+             build_work_pvc(run)]
+    if stages.is_staged(run.spec):  # in place before any sandbox pod can exist
+        first.append(build_sandbox_network_policy(run))
     return {"job": [[c for c in first if c], [build_job(run, cfg)]], "rbac": [[g] for g in grants]}
 
 
@@ -101,8 +106,8 @@ async def create_job_path(state: OperatorState, key: Key, owner: dict[str, Any],
 
 
 def select_job(jobs: Optional[Iterable[dict[str, Any]]], run_uid: str) -> Optional[dict[str, Any]]:
-    """The run's Job among those indexed under its name (an older run of the same name may linger)."""
-    return next((j for j in jobs or () if (names.controller_owner(j, KIND) or (None, None))[1] == run_uid), None)
+    """The run's training Job among those indexed under its name (an older run of the same name may linger)."""
+    return run_jobs(jobs, run_uid).get(stages.TRAIN)
 
 
 def select_pods(pods: Optional[Iterable[dict[str, Any]]], job: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,10 +169,11 @@ def announce(state: OperatorState, body: dict[str, Any], before: dict[str, Any],
 
 
 async def sync_run_status(state: OperatorState, key: Key, body: dict[str, Any], stored: dict[str, Any],
-                          job: Optional[dict[str, Any]], pods: list[dict[str, Any]], view: RunView) -> None:
+                          job: Optional[dict[str, Any]], pods: list[dict[str, Any]], view: RunView,
+                          later: Optional[StageJobs] = None) -> None:
     """Compute the run's status and write the fields that changed, if any (zero writes when stable)."""
     meta = body["metadata"]
-    computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc), view)
+    computed = compute_run_status({**body, "status": stored}, job, pods, datetime.now(timezone.utc), view, later)
     state.set_run_phase(key, computed.get("phase"))
     if await state.write_status(key, KIND, meta, stored, computed, RUN_OWNED_FIELDS):
         announce(state, body, stored, computed)
@@ -224,5 +230,17 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
             parsed = view.run(run)
             await apply_spec_configmap(state, parsed, run)
             await patch_job_fields(state, parsed, job)
-    pods = select_pods(state.views.pod_index.get((namespace, name)), job)
-    await sync_run_status(state, key, run, stored, job, pods, view.kept())
+    indexed = state.views.pod_index.get((namespace, name))
+
+    def pods_of(stage_job: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+        return select_pods(indexed, stage_job)
+
+    later = None
+    if view.staged:
+        jobs = {**run_jobs(state.views.job_index.get((namespace, name)), run["metadata"]["uid"]),
+                **({stages.TRAIN: job} if job is not None else {})}
+        jobs = await advance(state, run, view, jobs, pods_of, terminal=stored.get("phase") in TERMINAL)
+        await follow_sandbox(state, key, jobs, pods_of)
+        later = StageJobs({stage: (j, pods_of(j)) for stage, j in jobs.items() if stage != stages.TRAIN},
+                          state.record(key).samples)
+    await sync_run_status(state, key, run, stored, job, pods_of(job), view.kept(), later)

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 import yaml
-from codex_api import CodexModel, CodexTrainingRun, contract, parse, paths
+from codex_api import CodexModel, CodexTrainingRun, contract, parse, paths, stages
+from codex_api.stages import SandboxReport
 
 from codex_operator import names
 from codex_operator.builders.common import object_hash
@@ -17,6 +18,8 @@ from codex_operator.builders.operator_install import build_operator_deployment
 from codex_operator.builders.pvc import build_checkpoint_pvc
 from codex_operator.builders.rbac import build_trainer_rbac
 from codex_operator.builders.service import build_workers_service
+from codex_operator.builders.stages import (build_publish_job, build_sandbox_job, build_sandbox_network_policy,
+                                            build_work_pvc)
 from codex_operator.builders.serving import build_hpa, build_service, endpoint
 from codex_operator.config import OperatorConfig, Resources
 from codex_operator.promotion import resolve
@@ -42,6 +45,9 @@ def test_run_children_match_golden(filename, golden):
     golden(f"{stem}.rbac", build_trainer_rbac(run))
     golden(f"{stem}.pvc", build_checkpoint_pvc(run))
     golden(f"{stem}.workers-service", build_workers_service(run))
+    if stages.is_staged(run.spec):
+        golden(f"{stem}.stages", [build_work_pvc(run), build_sandbox_network_policy(run), build_sandbox_job(run, CFG),
+                                  build_publish_job(run, CFG, SandboxReport.of(["passed", "failed"]).message())])
 
 
 def test_job_is_restricted_and_carries_the_exit_code_contract():
@@ -83,10 +89,20 @@ def test_multinode_job_is_indexed_with_torchrun_env():
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def test_hub_token_is_a_secret_reference_only():
-    job = build_job(run_of("run-hub-push.yaml"), CFG)
-    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+def _env(job):
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_hub_token_is_a_secret_reference_only_held_by_the_stage_that_pushes():
+    run = run_of("run-hub-push.yaml")
+    token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    assert _env(build_publish_job(run, CFG, "{}"))["HF_TOKEN"] == token
+    # A run with code tasks trains with the base model's read token (none here) and runs the code with none.
+    assert "HF_TOKEN" not in _env(build_job(run, CFG)) and "HF_TOKEN" not in _env(build_sandbox_job(run, CFG))
+    one_job = parse(CodexTrainingRun, {**example("run-hub-push.yaml", "CodexTrainingRun")})
+    one_job = one_job.model_copy(update={"spec": one_job.spec.model_copy(update={
+        "evaluation": one_job.spec.evaluation.model_copy(update={"tasks": None})})})
+    assert _env(build_job(one_job, CFG))["HF_TOKEN"] == token
     rendered = build_spec_configmap(run_of("run-hub-push.yaml"))["data"][SPEC_KEY]
     assert "tokenSecretRef" in rendered and "hf_" not in rendered
 

@@ -24,6 +24,7 @@ NS, NAME = "team-a", "codex-demo"
 KEY = run_key(NS, NAME)
 CM, SA, PVC = ("ConfigMap", "codex-demo-spec"), ("ServiceAccount", "codex-demo-trainer"), \
     ("PersistentVolumeClaim", "codex-demo-checkpoints")
+WORK, NETPOL = ("PersistentVolumeClaim", "codex-demo-work"), ("NetworkPolicy", "codex-demo-sandbox")
 JOB, ROLE, BINDING = ("Job", "codex-demo-train"), ("Role", "codex-demo-trainer"), ("RoleBinding", "codex-demo-trainer")
 STATUS = ("patch/status", "CodexTrainingRun", NAME)
 EVENT = ("create", "Event")
@@ -74,7 +75,7 @@ def test_a_new_run_gets_its_children_in_order_then_one_status_write():
     body = run_body()
     kube = fake(body)
     calls, _ = reconcile(kube, views(runs=[body]))
-    assert calls == creates(CM, SA, PVC, JOB, ROLE, BINDING) + [STATUS, EVENT]
+    assert calls == creates(CM, SA, PVC, WORK, NETPOL, JOB, ROLE, BINDING) + [STATUS, EVENT]
     status = kube.store["CodexTrainingRun", NAME]["status"]
     assert (status["phase"], status["jobName"], status["observedGeneration"]) == ("Pending", JOB[1], 1)
 
@@ -87,7 +88,7 @@ def test_a_creation_cut_short_finds_what_exists_and_creates_the_rest():
     calls, state = reconcile(kube, views(runs=[body], jobs=[job]))
     assert calls == [
         ("create", *CM), ("get", *CM), ("apply", *CM),  # the rendered spec is brought up to date
-        ("create", *SA), ("get", *SA), ("create", *PVC),
+        ("create", *SA), ("get", *SA), ("create", *PVC), ("create", *WORK), ("create", *NETPOL),
         ("create", *JOB), ("get", *JOB),  # found and adopted: never a second Job
         *creates(ROLE, BINDING), STATUS, EVENT]
     assert state.tracked[KEY].job["metadata"]["uid"] == job["metadata"]["uid"]
@@ -98,7 +99,7 @@ def test_a_spec_fixed_after_it_was_refused_creates_the_children():
                                                  "message": "spec.lora.r: ...", "lastTransitionTime": "x"}])
     body["metadata"]["generation"] = 2
     calls, _ = reconcile(fake(body), views(runs=[body]))
-    assert calls == creates(CM, SA, PVC, JOB, ROLE, BINDING) + [STATUS, EVENT]
+    assert calls == creates(CM, SA, PVC, WORK, NETPOL, JOB, ROLE, BINDING) + [STATUS, EVENT]
 
 
 def test_an_invalid_spec_creates_nothing_and_names_the_field():
@@ -114,10 +115,11 @@ def test_an_invalid_spec_creates_nothing_and_names_the_field():
 def test_a_job_deleted_before_it_finished_is_created_again():
     body = run_body(phase="Running", jobName=JOB[1], observedGeneration=1)
     built = children(body)
-    kube = fake(body, *(built[k] for k in (CM, SA, PVC, ROLE, BINDING)))
+    kube = fake(body, *(built[k] for k in (CM, SA, PVC, WORK, NETPOL, ROLE, BINDING)))
     calls, _ = reconcile(kube, views(runs=[body]))  # no Job in the index
     assert calls == [("create", *CM), ("get", *CM), ("apply", *CM), ("create", *SA), ("get", *SA),
-                     ("create", *PVC), ("get", *PVC), ("create", *JOB),
+                     ("create", *PVC), ("get", *PVC), ("create", *WORK), ("get", *WORK), ("create", *NETPOL),
+                     ("get", *NETPOL), ("create", *JOB),
                      ("create", *ROLE), ("get", *ROLE), ("create", *BINDING), ("get", *BINDING), STATUS, EVENT]
     assert kube.has(*JOB)
 
@@ -129,7 +131,8 @@ def test_a_child_owned_by_something_else_is_left_alone_and_the_run_waits():
     kube = fake(body, foreign)
     with pytest.raises(Requeue, match="ConfigMap team-a/codex-demo-spec exists and is not owned"):
         reconcile(kube, views(runs=[body]))
-    assert kube.calls == [("create", *CM), ("get", *CM), ("create", *SA), ("create", *PVC)]
+    assert kube.calls == [("create", *CM), ("get", *CM), ("create", *SA), ("create", *PVC), ("create", *WORK),
+                          ("create", *NETPOL)]
     assert kube.store[CM]["metadata"]["ownerReferences"][0]["uid"] == "someone-else"  # not taken over
     assert not kube.has(*JOB)
 
@@ -138,7 +141,7 @@ def test_a_409_for_a_job_the_index_has_not_seen_yet_adopts_it():
     body = run_body()
     kube = fake(body, children(body)[JOB])  # created by this run, not yet delivered by the watch
     calls, state = reconcile(kube, views(runs=[body]))
-    assert calls == creates(CM, SA, PVC) + [("create", *JOB), ("get", *JOB)] + creates(ROLE, BINDING) + [
+    assert calls == creates(CM, SA, PVC, WORK, NETPOL) + [("create", *JOB), ("get", *JOB)] + creates(ROLE, BINDING) + [
         STATUS, EVENT]
     assert sum(1 for kind, _ in kube.store if kind == "Job") == 1
     assert state.tracked[KEY].job["metadata"]["name"] == JOB[1]

@@ -21,13 +21,14 @@ def test_the_jobs_path_holds_what_its_pods_need_and_rbac_follows():
     run = parse(CodexTrainingRun, example("run-multinode.yaml", "CodexTrainingRun"))
     chains = build_run_children(run, OperatorConfig())
     assert list(chains) == ["job", "rbac"]  # applied in this order
-    assert _kinds(chains["job"]) == [["ConfigMap", "ServiceAccount", "PersistentVolumeClaim", "Service"], ["Job"]]
+    assert _kinds(chains["job"]) == [["ConfigMap", "ServiceAccount", "PersistentVolumeClaim", "Service",
+                                      "PersistentVolumeClaim", "NetworkPolicy"], ["Job"]]
     assert _kinds(chains["rbac"]) == [["Role"], ["RoleBinding"]]
     job = chains["job"][-1][0]
     account = chains["job"][0][1]
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
     names = [(c["kind"], c["metadata"]["name"]) for c in all_children(chains)]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 9
 
 
 def test_a_user_named_account_gets_no_per_run_identity():

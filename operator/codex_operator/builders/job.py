@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from codex_api import CodexTrainingRun, CodexTrainingRunSpec, contract, paths
+from codex_api import CodexTrainingRun, CodexTrainingRunSpec, contract, paths, stages
 from codex_api.training_run import IMMUTABLE_FIELDS
 
 from .. import names
@@ -28,6 +28,7 @@ from .rbac import uses_own_account
 from .service import RENDEZVOUS_PORT
 
 TMP_DIR = "/tmp"
+WORK_VOLUME = "work"
 SHM_DIR = "/dev/shm"
 
 
@@ -42,20 +43,23 @@ def training_hashes(spec: CodexTrainingRunSpec) -> str:
 
 
 def hf_token_ref(run: CodexTrainingRun):
-    """The Secret key behind HF_TOKEN: the push token (which can also read) or else the read token."""
-    if run.spec.output.hub is not None:
+    """The Secret key behind the training pod's HF_TOKEN: the push token (which can also read), or else
+    the read token. A staged run trains with the read token only: its publish stage pushes."""
+    if run.spec.output.hub is not None and not stages.is_staged(run.spec):
         return run.spec.output.hub.token_secret_ref
     return run.spec.base_model.token_secret_ref
 
 
 def data_volumes(run: CodexTrainingRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every ConfigMap and PVC the spec references, mounted under paths.DATA_ROOT."""
+    """Every ConfigMap and PVC the spec references, mounted under paths.DATA_ROOT. The output PVC is
+    writable, except in a staged run's training Job: there only the publish stage writes it."""
     spec = run.spec
     config_maps = {ref.name for ref in (spec.dataset.source.config_map,
                                         spec.evaluation.tasks.config_map if spec.evaluation.tasks else None) if ref}
     readonly_claims = {ref.claim_name for ref in (spec.base_model.pvc, spec.dataset.source.pvc,
                                                  spec.evaluation.tasks.pvc if spec.evaluation.tasks else None) if ref}
-    writable_claims = {spec.output.pvc.claim_name} if spec.output.pvc else set()
+    writable_claims = {spec.output.pvc.claim_name} if spec.output.pvc and not stages.is_staged(spec) else set()
+    readonly_claims |= {spec.output.pvc.claim_name} - writable_claims if spec.output.pvc else set()
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     for name in sorted(config_maps):
@@ -90,11 +94,22 @@ def _volumes(run: CodexTrainingRun) -> tuple[list[dict[str, Any]], list[dict[str
         {"name": "hf-home", "mountPath": str(paths.HF_HOME)},
         {"name": "tmp", "mountPath": TMP_DIR},
     ]
+    if stages.is_staged(run.spec):
+        volumes.append(work_volume(run))
+        mounts.append({"name": WORK_VOLUME, "mountPath": str(stages.WORK_DIR)})
     if run.spec.resources.gpus_per_node > 1:
         # NCCL and DataLoader workers share memory through /dev/shm; the default 64Mi is too small.
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": SHM_DIR})
     return volumes + data, mounts + data_mounts
+
+
+def work_volume(run: CodexTrainingRun, read_only: bool = False) -> dict[str, Any]:
+    """The run's work PVC: the training Job writes the hand-off, the later stages read it."""
+    claim: dict[str, Any] = {"claimName": names.work_pvc_name(run.metadata.name)}
+    if read_only:
+        claim["readOnly"] = True
+    return {"name": WORK_VOLUME, "persistentVolumeClaim": claim}
 
 
 def _env(run: CodexTrainingRun, cfg: OperatorConfig) -> list[dict[str, Any]]:
@@ -130,7 +145,7 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
         "name": names.TRAINER_CONTAINER,
         "image": trainer_image(run, cfg),
         "command": ["codex-train"],
-        "args": ["run", "--config", str(paths.SPEC_FILE)],
+        "args": ["run", "--config", str(paths.SPEC_FILE), *(("--stage", stages.TRAIN) if stages.is_staged(spec) else ())],
         "env": _env(run, cfg),
         "resources": resource_requirements(spec.resources.cpu, spec.resources.memory, spec.resources.gpus_per_node,
                                            spec.resources.gpu_resource_name, cfg.trainer_resources),
@@ -162,11 +177,11 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
     return pod
 
 
-def pod_failure_policy() -> dict[str, Any]:
+def pod_failure_policy(codes=contract.NON_RETRYABLE_EXIT_CODES) -> dict[str, Any]:
     """Invalid input and unmet gates fail the Job at once; disruptions do not count as failures."""
     return {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": names.TRAINER_CONTAINER, "operator": "In",
-                                              "values": sorted(contract.NON_RETRYABLE_EXIT_CODES)}},
+                                              "values": sorted(codes)}},
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
     ]}
 

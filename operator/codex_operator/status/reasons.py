@@ -35,6 +35,8 @@ TRANSIENT_ERROR = contract.REASON_TRANSIENT
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 # spec.job.activeDeadlineSeconds passed.
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+# A staged run's sandbox stage (the generated code's Job) failed: OOM-killed, deadline, retries used up.
+SANDBOX_FAILED = "SandboxFailed"
 # The Job failed for another reason; the message carries the Job's own words.
 JOB_FAILED = "JobFailed"
 # The run ended before the gates were evaluated.

@@ -13,10 +13,11 @@ from .. import names
 from ..specs import RunView
 from ..conditions import find_condition, parse_time, rfc3339, set_condition
 from . import reasons
+from .staged import StageJobs, Staged, staged_outcome
 
 RUN_OWNED_FIELDS = (
     "phase", "conditions", "observedGeneration", "jobName", "attempts", "startTime", "completionTime",
-    "durationSeconds", "metrics", "gates", "artifact", "lineage", "message",
+    "durationSeconds", "metrics", "gates", "artifact", "lineage", "stages", "message",
 )
 TERMINAL_PHASES = ("Succeeded", "Failed")
 REPORT_FIELDS = ("metrics", "gates", "artifact", "lineage")
@@ -93,7 +94,9 @@ def _ended_words(pod: Mapping[str, Any]) -> tuple[str, str]:
     reason = EXIT_REASONS.get(exit_code, reasons.JOB_FAILED)
     # Not a report: with FallbackToLogsOnError this is the log tail (the trainer never logs a token).
     detail = " ".join(str((_terminated(pod) or {}).get("message") or "").split())[-MAX_DETAIL:]
-    return reason, f"trainer exited with code {exit_code}" + (f": {detail}" if detail else "")
+    killed = (_terminated(pod) or {}).get("reason")
+    how = f" ({killed})" if killed and killed not in ("Error", "Completed") else ""
+    return reason, f"trainer exited with code {exit_code}{how}" + (f": {detail}" if detail else "")
 
 
 def _job_condition(job: Mapping[str, Any], type_: str) -> Optional[Mapping[str, Any]]:
@@ -199,9 +202,16 @@ def _times(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> tu
     return (rfc3339(start) if start else None), (rfc3339(done) if done else None), duration
 
 
-def _report_fields(phase: str, pods: Sequence[Mapping[str, Any]], old: Mapping[str, Any]) -> dict[str, Any]:
-    """metrics, gates, artifact and lineage from the final report; earlier values while still running."""
+def _report_fields(phase: str, pods: Sequence[Mapping[str, Any]], old: Mapping[str, Any],
+                   trained: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """metrics, gates, artifact and lineage from the final report; earlier values while still running.
+    ``trained``: a staged run's training pods, whose report (reason Trained) gives the training metrics
+    and lineage until the publish stage's report has them all."""
     fields = {key: old.get(key) for key in REPORT_FIELDS}
+    report = read_report(_latest_ended(trained) or {}) if trained else None
+    if report is not None and report.reason == contract.REASON_TRAINED:
+        wire = report.to_wire()
+        fields.update({key: wire[key] for key in ("metrics", "lineage") if wire.get(key) is not None})
     if phase in TERMINAL_PHASES:
         report = read_report(_latest_ended(pods) or {})
         if report is not None:
@@ -222,42 +232,42 @@ def _invalid_status(old: Mapping[str, Any], generation: Optional[int], error: Sp
 
 
 def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
-                       pods: Sequence[Mapping[str, Any]], now: datetime, facts: RunView) -> dict[str, Any]:
+                       pods: Sequence[Mapping[str, Any]], now: datetime, facts: RunView,
+                       later: Optional[StageJobs] = None) -> dict[str, Any]:
     """The operator-owned status fields (RUN_OWNED_FIELDS) of ``run``.
 
-    ``job`` is the run's Job (None before it exists), ``pods`` its trainer pods, ``now`` is
-    used only for conditions that flip, and ``facts`` is the view of the run's current spec
+    ``job`` is the run's training Job (None before it exists), ``pods`` its trainer pods, ``now``
+    is used only for conditions that flip, and ``facts`` is the view of the run's current spec
     (specs.RunView): whether it is valid, and the training and pod-template hashes it would
-    build, to explain changes that cannot reach a running Job.
+    build, to explain changes that cannot reach a running Job. ``later`` holds the sandbox and
+    publish Jobs of a run with code tasks (status/staged.py); None for a run that is one Job.
     """
     old = run.get("status") or {}
     generation = (run.get("metadata") or {}).get("generation")
     invalid = facts.invalid
+    staged: Optional[Staged] = None
     if job is None:
         if invalid is not None:
             return _invalid_status(old, generation, invalid, now)
         if old.get("phase") in TERMINAL_PHASES:
             # A finished run whose Job was cleaned up (ttlSecondsAfterFinished) keeps its status.
-            return {key: old.get(key) for key in RUN_OWNED_FIELDS} | {"observedGeneration": generation}
+            return _kept(old, generation)
         phase, reason, message = "Pending", reasons.CREATING, "creating the training Job"
         attempts, (start, done, duration), job_name = 0, (None, None, None), None
+        final_pods: Sequence[Mapping[str, Any]] = ()
     else:
         attempts = _attempts(job, pods)
-        phase, reason, message = _phase(run, job, pods, attempts)
-        start, done, duration = _times(job, pods) if phase in TERMINAL_PHASES else (_times(job)[0], None, None)
+        read = _read_stages(run, job, pods, attempts, later)
+        if read is None:
+            return _kept(old, generation)  # a later stage's Job was cleaned up after the run ended
+        (phase, reason, message), final_job, final_pods, staged = read
+        start, done, duration = _span(job, final_job, final_pods) if phase in TERMINAL_PHASES \
+            else (_times(job)[0], None, None)
         job_name = job["metadata"]["name"]
 
-    conditions = list(old.get("conditions") or [])
-    terminal = phase in TERMINAL_PHASES
-    conditions = set_condition(conditions, "Ready", "True" if phase == "Succeeded" else "False", reason, message,
-                               now, generation)
-    conditions = set_condition(conditions, "Progressing", "False" if terminal else "True", reason, message,
-                               now, generation)
-    report_fields = _report_fields(phase, pods, old)
-    conditions = _gates_condition(conditions, report_fields.get("gates"), terminal, now, generation)
-    if job is not None:
-        status_, spec_reason, spec_message = _spec_condition(facts, job)
-        conditions = set_condition(conditions, "SpecApplied", status_, spec_reason, spec_message, now, generation)
+    report_fields = _report_fields(phase, final_pods, old, pods if staged is not None else ())
+    conditions = _run_conditions(old, (phase, reason, message), report_fields.get("gates"), facts, job, now,
+                                 generation)
     return {
         "phase": phase,
         "conditions": conditions,
@@ -268,8 +278,53 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
         "completionTime": done,
         "durationSeconds": duration,
         **report_fields,
+        "stages": staged.entries if staged is not None else None,
         "message": message,
     }
+
+
+def _run_conditions(old: Mapping[str, Any], outcome: tuple[str, str, str], gates: Optional[Mapping[str, Any]],
+                    facts: RunView, job: Optional[Mapping[str, Any]], now: datetime,
+                    generation: Optional[int]) -> list:
+    """Ready, Progressing, GatesPassed and (once there is a Job) SpecApplied."""
+    phase, reason, message = outcome
+    terminal = phase in TERMINAL_PHASES
+    conditions = list(old.get("conditions") or [])
+    conditions = set_condition(conditions, "Ready", "True" if phase == "Succeeded" else "False", reason, message,
+                               now, generation)
+    conditions = set_condition(conditions, "Progressing", "False" if terminal else "True", reason, message,
+                               now, generation)
+    conditions = _gates_condition(conditions, gates, terminal, now, generation)
+    if job is not None:
+        status_, spec_reason, spec_message = _spec_condition(facts, job)
+        conditions = set_condition(conditions, "SpecApplied", status_, spec_reason, spec_message, now, generation)
+    return conditions
+
+
+def _read_stages(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], attempts: int,
+                 later: Optional[StageJobs]):
+    """(outcome, the Job that ends the run and its pods, the staged reading or None); None when a
+    terminal run's later stage is gone (its status is kept)."""
+    if later is None:
+        return _phase(run, job, pods, attempts), job, pods, None
+    staged = staged_outcome(job, pods, later, lambda j, p: _phase(run, j, p, _attempts(j, p)))
+    old = run.get("status") or {}
+    refused = (find_condition(old.get("conditions"), "Ready") or {}).get("reason") == reasons.INVALID_SPEC
+    if old.get("phase") in TERMINAL_PHASES and not refused and staged.outcome[0] not in TERMINAL_PHASES:
+        return None
+    return staged.outcome, staged.final_job, staged.final_pods, staged
+
+
+def _kept(old: Mapping[str, Any], generation: Optional[int]) -> dict[str, Any]:
+    return {key: old.get(key) for key in RUN_OWNED_FIELDS} | {"observedGeneration": generation}
+
+
+def _span(first: Mapping[str, Any], last: Mapping[str, Any], last_pods: Sequence[Mapping[str, Any]]):
+    """(start, completion, duration) of a run from its first Job's start to its last Job's end."""
+    start = _times(first)[0]
+    _, done, _ = _times(last, last_pods)
+    began, ended = parse_time(start), parse_time(done)
+    return start, done, round((ended - began).total_seconds(), 1) if began and ended else None
 
 
 def _gates_condition(conditions: list, gates: Optional[Mapping[str, Any]], terminal: bool, now: datetime,
