@@ -104,6 +104,8 @@ class FakeKube(k8s.Kube):
         # The body each call last sent (a GET's is None).
         self.bodies: dict[Call, Any] = {}
         self.failures: dict[Call, ApiError] = {}
+        # Container logs by pod name (GET pods/<name>/log).
+        self.logs: dict[str, str] = {}
         self.uids = (f"uid-{n}" for n in itertools.count(1))
 
     def close(self) -> None:
@@ -121,7 +123,7 @@ class FakeKube(k8s.Kube):
         return (kind, name) in self.store
 
     async def request(self, method: str, path: str, body: Any = None, content_type: Optional[str] = None,
-                      kind: str = "", priority: int = k8s.NORMAL, query: Any = None) -> Any:
+                      kind: str = "", priority: int = k8s.NORMAL, query: Any = None, text: bool = False) -> Any:
         kind, name, subresource = parse_path(path)
         if name is None and "name" not in body["metadata"]:  # generateName, as Events use
             body = {**body, "metadata": {**body["metadata"], "name": body["metadata"]["generateName"] + next(self.uids)}}
@@ -132,6 +134,10 @@ class FakeKube(k8s.Kube):
         self.bodies[call] = copy.deepcopy(body)
         if call in self.failures:
             raise self.failures.pop(call)
+        if subresource == "log":
+            if name not in self.logs:
+                raise ApiError(404, "NotFound", f"pod {name} not found")
+            return self.logs[name]
         return self._answer(verb, kind, name, body, subresource, dict(query or ()).get("fieldManager", ""))
 
     def _answer(self, verb: str, kind: str, name: str, body: Any, subresource: Optional[str],
