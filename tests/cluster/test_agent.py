@@ -305,3 +305,40 @@ def test_empty_dir_over_tmp_keeps_python_and_home(cluster, cluster_namespace):
     report = json.loads(terminated["message"])
     assert report["home_writable"] and report["uid"] == 1000
     assert "scratch" in report["tmp"]
+
+
+def test_read_only_root_filesystem_leaves_only_the_volumes_and_home_writable(cluster, cluster_namespace):
+    """readOnlyRootFilesystem: the host's files the container sees (a PV's directory among them, which
+    is world-writable) are read-only to it, as under a container runtime; its volumes are not."""
+    ns = cluster_namespace
+    target = Path("/var/tmp") / f"codex-escape-{ns}"  # world-writable on the host, as a PV's directory is
+    target.mkdir(exist_ok=True)
+    target.chmod(0o777)
+    script = ("import json, os\n"
+              "def write(path):\n"
+              "    try:\n"
+              "        open(path, 'w').write('x'); os.remove(path); return 'ok'\n"
+              "    except OSError as err:\n"
+              "        return err.strerror\n"
+              f"targets = {{'scratch': '/scratch/x', 'home': os.path.join(os.environ['HOME'], 'x'),"
+              f" 'state': {str(target / 'escape.txt')!r}, 'var_tmp': '/var/tmp/escape.txt',"
+              " 'dev_shm': '/dev/shm/escape.txt', 'root': '/escape.txt'}\n"
+              "open('/dev/termination-log', 'w').write(json.dumps({k: write(v) for k, v in targets.items()}))\n")
+    security = {"runAsNonRoot": True, "runAsUser": 65532, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "read-only-root"}, "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
+                        "securityContext": security, "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+        "volumes": [{"name": "scratch", "emptyDir": {}}]}}
+    cluster.apply(pod, namespace=ns)
+    done = _wait_status(cluster, ns, "read-only-root", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+                        "finish")
+    terminated = _container(done)["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    report = json.loads(terminated["message"])
+    assert report == {"scratch": "ok", "home": "ok", "state": "Read-only file system",
+                      "var_tmp": "Read-only file system", "dev_shm": "Read-only file system",
+                      "root": "Read-only file system"}
+    assert not (target / "escape.txt").exists()
+    target.rmdir()

@@ -77,6 +77,8 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
         "cwd": container.get("workingDir") or str(home), "hostname": pod_name[:63],
         "mounts": [m.__dict__ for m in mounts],
         "runtime_paths": sorted({*runtime_paths(config), str(home)}),
+        "home": str(home),
+        "read_only_root": bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")),
     }
 
 

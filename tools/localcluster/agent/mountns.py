@@ -15,6 +15,9 @@ already pointing at the container's log file. In order it:
    ``/etc/codex/spec.json`` or ``/dev/termination-log`` never touch the host.
    Mount points inside another volume are created in that volume, as the
    kubelet does. readOnly mounts are then remounted read-only;
+   with ``readOnlyRootFilesystem`` every other mount is too (the host's files the container
+   sees, the tmpfs root, /tmp and /dev/shm of the host), except the volumes and the pod's
+   own home directory: the container can write its volumes only, as under a runtime;
 4. keeps the runtime reachable: for a non-root user it shadows ancestors
    others may not traverse (``/root``, 0700, holds pyenv's Python) keeping
    only the way in, and a volume that covers a runtime path (an emptyDir at
@@ -33,13 +36,16 @@ exits 128; the agent reports it as reason StartError.
 import ctypes
 import json
 import os
+import re
 import signal
 import stat
 import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+# Per-mount flags a remount must keep (mountinfo's options field -> flag).
+KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
@@ -153,6 +159,20 @@ class Rootfs:
             if mount["read_only"]:
                 _mount(None, mount["resolved"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
+    def seal_root(self, keep):
+        """readOnlyRootFilesystem: remount read-only every mount but the volumes and ``keep`` (each
+        first bound onto itself, so that it is a mount of its own that stays writable)."""
+        for path in keep:
+            _bind(path, path)
+        writable = [*self.volumes, *keep]
+        for point, options in _mounts():
+            if any(point == w or point.startswith(w.rstrip("/") + "/") for w in writable):
+                continue
+            flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+            for option in options:
+                flags |= KEPT_FLAGS.get(option, 0)
+            _mount(None, point, None, flags)
+
     def restore(self, handles):
         """Bind back runtime paths that a volume covered (an emptyDir at /tmp hides a workdir under /tmp)."""
         for path, handle in sorted(handles.items()):
@@ -174,6 +194,17 @@ class Rootfs:
                 keep.setdefault(current, set()).add(os.path.basename(path))
         for directory in sorted(keep, key=len):
             self.shadow(directory, keep[directory])
+
+
+def _mounts():
+    """(mount point, per-mount options) of every mount in this namespace, from /proc/self/mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # "\040" is a space
+            out.append((point, fields[5].split(",")))
+    return out
 
 
 def _drop_privileges(spec):
@@ -221,6 +252,8 @@ def run(spec):
     rootfs.restore(handles)
     rootfs.seal_read_only(spec["mounts"])
     rootfs.mountpoint(spec["cwd"], True)
+    if spec.get("read_only_root"):
+        rootfs.seal_root([spec["home"]])
     _drop_privileges(spec)
     _die_with_agent(spec["agent_pid"])
     _exec(spec)
