@@ -2,7 +2,7 @@
 
 The tasks are generated here: small functions with ``def check(candidate)`` tests, each with 5
 completions (both joining forms, passing and failing ones, and a few infinite loops). The same
-programs, joined by ``evaluation.program_for``, run twice in one process:
+programs, joined by ``programs.program_for``, run twice in one process:
 
 - ours: ``executor.run_programs`` with isolation on: rlimits, a scrubbed environment, a fresh temp
   dir, the audit hook, one warm executor forking every sample, a pool sized to the CPUs given;
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer_image"))
 
 from codex_trainer.data import Task  # noqa: E402
-from codex_trainer.evaluation import program_for  # noqa: E402
+from codex_trainer.programs import program_for  # noqa: E402
 from codex_trainer.executor import available_cpus, run_programs  # noqa: E402
 from codex_trainer.sandbox import Limits  # noqa: E402
 

@@ -8,7 +8,8 @@ from api.gate_kit import outcome
 from codex_api.training_run import Thresholds
 from codex_trainer import evaluation
 from codex_trainer.data import Task
-from codex_trainer.evaluation import generation_prompt, program_for, score_samples, truncate_completion
+from codex_trainer.evaluation import score_samples, truncate_completion
+from codex_trainer.programs import generation_prompt, program_for
 from codex_trainer.gates import SampleScore, mean_pass_at_k, pass_at_k, severe_findings, verdict
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from codex_api.evaluation import Thresholds
 from codex_trainer.data import Task
-from codex_trainer.evaluation import correct_per_task, join_completion, program_for, score_samples
+from codex_trainer.evaluation import correct_per_task, score_samples
+from codex_trainer.programs import join_completion, program_for
 from codex_trainer.gates import mean_pass_at_k, verdict
 
 TASKS = [

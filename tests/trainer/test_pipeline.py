@@ -92,7 +92,8 @@ def test_gates_not_met_keeps_the_adapter_and_exits_43(tmp_path, models_dir):
 def test_the_base_is_scored_with_the_adapter_disabled_cached_and_gates_the_adapter(tmp_path, models_dir, tiny_source,
                                                                                      monkeypatch, caplog):
     from codex_trainer import recipe as recipe_module
-    from codex_trainer.evaluation import generate_completions, generation_prompt
+    from codex_trainer.evaluation import generate_completions
+    from codex_trainer.programs import generation_prompt
 
     scored: list[list[list[str]]] = []  # the completions of every score_samples call: tuned, then base
     real_score_samples = recipe_module.score_samples

@@ -14,7 +14,8 @@ from codex_api.contract import TrainerReport
 from codex_api.training_run import Gate, Gates, Lineage, Metrics
 from codex_trainer.checkpoints import ResumeState, find_resume_checkpoint, why_incomplete
 from codex_trainer.logs import Redactor, setup_logging
-from codex_trainer.progress import ProgressTracker, StatusPatcher
+from codex_trainer.progress import ProgressTracker
+from codex_trainer.sinks import StatusPatcher
 from codex_trainer.report import build_report, encode, write_report
 
 TOKEN = "hf_progresstoken0123456789abcdefg"

@@ -33,7 +33,7 @@ from codex_api.gates import SampleOutcome, sample_gates
 from .config import TrainerEnv
 from .data import Task
 from .evaluation import correct_per_task
-from .gates import SampleScore, mean_pass_at_k
+from .gates import SampleScore, mean_pass_at_k, verdict
 from .logs import event
 
 CACHE_DIR_NAME = ".codex-baselines"
@@ -182,3 +182,12 @@ class Comparison:
                 updates[gate.attr] = tuned.model_copy(update={"base": base,
                                                               "delta": round(tuned.value - base, gate.digits)})
         return gates.model_copy(update=updates)
+
+
+def judge(evaluation: Any, tasks: Sequence[Task], scores: Sequence[SampleScore], base: Sequence[SampleScore],
+          perplexity: Optional[float]) -> tuple[dict[str, Any], Gates]:  # type: ignore[valid-type]
+    """The pass@k Metrics fields and the gates, with the base beside the adapter: the one verdict of a run,
+    whether its samples ran in this process or in the sandbox stage."""
+    comparison = Comparison(tasks, evaluation.k, scores, base)
+    gates = verdict(scores, evaluation.thresholds, {"perplexity": perplexity, **comparison.measurements()})
+    return comparison.metrics(), comparison.annotate(gates)

@@ -1,7 +1,8 @@
 """``codex-train``: run one CodexTrainingRun in a cluster, run it on a laptop, or prepare the embedded models.
 
-Exit codes follow codex_api.contract: 0 success, 42 invalid spec or data, 43 gates not met,
-44 preempted (a checkpoint was saved), 45 transient.
+A run with evaluation tasks runs in the cluster as three stages (codex_api.stages; stages.py):
+``run --stage train``, ``sandbox`` and ``publish``. Exit codes follow codex_api.contract: 0 success,
+42 invalid spec or data, 43 gates not met, 44 preempted (a checkpoint was saved), 45 transient.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -18,53 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from codex_api import contract, paths
+from codex_api import contract, paths, stages
 
 from .config import TrainerEnv
-from .errors import InvalidSpecError, TrainerError, TransientError
+from .errors import TrainerError
 from .logs import Redactor, setup_logging
-
-log = logging.getLogger("codex_trainer")
-
-
-def execute(recipe) -> int:
-    """The stages in order; any trainer error becomes its exit code and a report."""
-    try:
-        recipe.setup()
-        recipe.train()
-        recipe.evaluate()
-        recipe.save()
-        return recipe.report()
-    except TrainerError as error:
-        log.error(json.dumps({"event": "failed", "reason": error.reason, "message": recipe.redact(str(error))}))
-        return recipe.report_failure(error)
-    except Exception as error:  # a bug or an OOM: retryable, reported without the traceback's secrets
-        log.exception(json.dumps({"event": "crashed", "error": type(error).__name__}))
-        return recipe.report_failure(TransientError(f"{type(error).__name__}: {recipe.redact(str(error))}"))
-
-
-def _fail_early(error: TrainerError, env: TrainerEnv) -> int:
-    """A report for errors before the recipe exists (an unreadable or invalid spec)."""
-    from .report import build_report, write_report
-
-    log.error(json.dumps({"event": "failed", "reason": error.reason, "message": str(error)}))
-    write_report(build_report("Failed", error.reason, str(error), Redactor([env.hf_token])),
-                 env.termination_message_path)
-    return error.exit_code
-
-
-def _load_run(path: Path):
-    import yaml
-    from codex_api import CodexTrainingRun, SpecError, parse
-
-    try:
-        return parse(CodexTrainingRun, yaml.safe_load(path.read_text()))
-    except OSError as error:
-        raise InvalidSpecError(f"{path}: cannot read the run ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise InvalidSpecError(f"{path}: not valid YAML ({error})") from None
-    except SpecError as error:
-        raise InvalidSpecError("; ".join(error.problems)) from None
+from .stages import execute, fail_early, load_run
 
 
 def _launch_torchrun(topology, argv: list[str]) -> int:
@@ -86,19 +45,21 @@ def _run(args: argparse.Namespace) -> int:
     try:
         topology = topology_from_env(os.environ)
         if needs_torchrun(topology, os.environ):
+            stage = ["--stage", args.stage, "--work-dir", str(args.work_dir)] if args.stage else []
             return _launch_torchrun(topology, ["run", "--config", str(args.config),
-                                               "--termination-log", str(args.termination_log)])
-        run = _load_run(args.config)
+                                               "--termination-log", str(args.termination_log), *stage])
+        run = load_run(args.config)
     except TrainerError as error:
-        return _fail_early(error, env)
+        return fail_early(error, env)
     from .checkpoints import PreemptionGuard
-    from .progress import LogSink, StatusPatcher
     from .recipe import Recipe
+    from .sinks import LogSink, StatusPatcher
 
     sinks = [LogSink()]
     if env.run_name and env.run_namespace:
         sinks.append(StatusPatcher(env.run_name, env.run_namespace))
-    code = execute(Recipe(run, env, sinks=sinks, guard=PreemptionGuard().install(), hub_endpoint=env.hf_endpoint))
+    code = execute(Recipe(run, env, sinks=sinks, guard=PreemptionGuard().install(), hub_endpoint=env.hf_endpoint,
+                          work_dir=args.work_dir if args.stage == stages.TRAIN else None))
     if os.environ.get(ENV_RESULT_DIR):
         result_file(Path(os.environ[ENV_RESULT_DIR]), int(os.environ.get("LOCAL_RANK", "0"))).write_text(str(code))
     return code
@@ -140,6 +101,18 @@ def _local(args: argparse.Namespace) -> int:
     return code
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from .stages import sandbox_command
+
+    return sandbox_command(args.work_dir, args.termination_log)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .stages import publish_command
+
+    return publish_command(args.config, args.work_dir, args.termination_log)
+
+
 def _prepare_embedded(args: argparse.Namespace) -> int:
     from .embedded import prepare_all
 
@@ -155,9 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the CodexTrainingRun the operator mounted (in-cluster)")
     run.add_argument("--config", type=Path, default=Path(paths.SPEC_FILE), help="the rendered run (YAML)")
-    run.add_argument("--termination-log", type=Path, default=Path(paths.TERMINATION_MESSAGE_PATH),
-                     help="where the TrainerReport goes (the container's terminationMessagePath)")
+    _termination_log(run, "the TrainerReport")
+    run.add_argument("--stage", choices=[stages.TRAIN], default=None, help="run only the train stage of a run "
+                     "with evaluation tasks: hand the completions and the adapter off to the work dir")
+    _work_dir(run)
     run.set_defaults(func=_run)
+    sandbox = commands.add_parser("sandbox", help="run the programs the train stage handed off (no credential, "
+                                  "no network): one status per sample to the termination log")
+    _work_dir(sandbox)
+    _termination_log(sandbox, "the SandboxReport")
+    sandbox.set_defaults(func=_sandbox)
+    publish = commands.add_parser("publish", help="judge the handed-off samples on the sandbox's statuses "
+                                  f"(${stages.ENV_SANDBOX_RESULTS}), save the adapter, push it if the gates pass")
+    publish.add_argument("--config", type=Path, default=Path(paths.SPEC_FILE), help="the rendered run (YAML)")
+    _work_dir(publish)
+    _termination_log(publish, "the TrainerReport")
+    publish.set_defaults(func=_publish)
     local = commands.add_parser("local", help="run a CodexTrainingRun from a manifest on this machine")
     local.add_argument("manifest", type=Path, help="multi-document YAML with the run and its ConfigMaps")
     local.add_argument("--run", help="the run's name when the file holds several")
@@ -176,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="target directory (default: /opt/codex/models if writable, else the user cache)")
     prepare.set_defaults(func=_prepare_embedded)
     return parser
+
+
+def _work_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work-dir", type=Path, default=Path(stages.WORK_DIR),
+                        help="the run's work volume, where the train stage hands off to the sandbox and publish")
+
+
+def _termination_log(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--termination-log", type=Path, default=Path(paths.TERMINATION_MESSAGE_PATH),
+                        help=f"where {what} goes (the container's terminationMessagePath)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

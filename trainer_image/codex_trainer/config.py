@@ -1,7 +1,7 @@
 """The trainer's environment, read once at startup into a frozen object.
 
-Every path and variable name comes from :mod:`codex_api.paths`, which the operator's Job
-builder also uses. Nothing else in the trainer calls ``os.getenv``: the CLI builds one
+Every path and variable name comes from :mod:`codex_api.paths` (or, for the stages of a staged run,
+:mod:`codex_api.stages`), which the operator's Job builder also uses. Nothing else in the trainer calls ``os.getenv``: the CLI builds one
 :class:`TrainerEnv` and passes it down.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from codex_api import paths
+from codex_api import paths, stages
 
 USER_MODELS_CACHE = Path("~/.cache/codex-operator/models").expanduser()
 
@@ -34,6 +34,8 @@ class TrainerEnv:
     hf_token: Optional[str] = field(default=None, repr=False)
     # HF_ENDPOINT, for a Hub mirror or a private Hub; unset means huggingface.co.
     hf_endpoint: Optional[str] = None
+    # The sandbox stage's termination message, which the operator hands the publish stage (codex_api.stages).
+    sandbox_results: Optional[str] = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrainerEnv":
@@ -52,6 +54,7 @@ class TrainerEnv:
             image=env.get(paths.ENV_IMAGE) or None,
             hf_token=env.get(paths.ENV_HF_TOKEN) or None,
             hf_endpoint=env.get("HF_ENDPOINT") or None,
+            sandbox_results=env.get(stages.ENV_SANDBOX_RESULTS) or None,
         )
 
 

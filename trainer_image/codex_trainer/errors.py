@@ -43,3 +43,8 @@ class Preempted(TrainerError):
 
     exit_code = contract.EXIT_PREEMPTED
     reason = contract.REASON_PREEMPTED
+
+
+class HandoffError(InvalidDataError):
+    """What one stage of a staged run hands the next (codex_api.stages) is missing, unreadable or not what
+    that stage wrote: a retry reads the same, so it is not retried."""

@@ -1,21 +1,28 @@
 """Evaluation: loss and perplexity on the validation split, then completions for HumanEval-format tasks
-run by the parallel executor (executor.py) and scored into pass@k and the gates."""
+run by the parallel executor (executor.py) and scored into pass@k and the gates.
+
+Scoring comes in three parts, so that the single-process run and the staged run (stages.py: the
+programs run in a sandbox pod, the scores are made in the publish pod) score alike: the static
+checks (:class:`~codex_trainer.programs.Batch` for syntax, :func:`findings_of` for bandit), the run
+(:func:`~codex_trainer.programs.run_batch`) and :func:`combine`. torch is imported only where a model
+is used, so the scoring half loads without it.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-import torch
 from codex_api.gates import SampleOutcome
 
 from .data import Task
-from .executor import Progress, run_programs
-from .gates import SampleScore, parses, severe_findings
+from .executor import Progress
+from .gates import SampleScore, severe_findings
 from .logs import event
-from .sandbox import Limits, SandboxResult
+from .programs import Batch, Sample, flatten, join_completion, run_batch
+from .sandbox import SandboxResult
 
 # Stop early on the usual HumanEval boundaries; truncate_completion makes the cut exact.
 STOP_STRINGS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```"]
@@ -28,13 +35,6 @@ def perplexity(loss: float) -> float:
     return round(math.exp(min(loss, MAX_LOG_PERPLEXITY)), 4)
 
 
-def generation_prompt(prompt: str) -> str:
-    """The prompt without its trailing newlines. Training tokenised the prompt/completion boundary
-    (a newline, then the body's indentation) as merged tokens; a prompt that ends on a bare newline
-    asks for a continuation the model never saw, and small models then stop at once."""
-    return prompt.rstrip("\n")
-
-
 def truncate_completion(text: str) -> str:
     """The function body only: everything before the first line that starts at column 0."""
     match = _END_OF_BODY.search(text)
@@ -44,6 +44,8 @@ def truncate_completion(text: str) -> str:
 def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], *, samples: int, max_new_tokens: int,
                          temperature: float, seed: int, batch_size: int = 8) -> list[list[str]]:
     """``samples`` completions per prompt (greedy when temperature is 0: one decode, repeated)."""
+    import torch
+
     tokenizer.padding_side = "left"
     sampling = temperature > 0
     per_prompt = samples if sampling else 1
@@ -75,24 +77,6 @@ def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], *, 
     return results
 
 
-def join_completion(prompt: str, completion: str) -> str:
-    """The function's source, from a completion in either form a completion comes in.
-
-    - The trainer's own form was generated after :func:`generation_prompt`, so it begins with the
-      newline that ends the prompt's last line; it joins the stripped prompt, exactly as generated.
-    - HumanEval's standard form (``canonical_solution``, other harnesses' samples) is the body that
-      follows the prompt as given, trailing newline included; it joins as ``prompt + completion``,
-      which is what those harnesses run, so it scores the same here as there.
-    """
-    if completion.startswith("\n"):
-        return generation_prompt(prompt) + completion
-    return prompt + completion
-
-
-def program_for(task: Task, completion: str) -> str:
-    return f"{join_completion(task.prompt, completion)}\n\n{task.test}\n\ncheck({task.entry_point})\n"
-
-
 def sample_outcome(task: Task, severe: Sequence[str], result: Optional[SandboxResult]) -> SampleOutcome:
     """What one completion did: no result means its program does not parse, so it never ran."""
     if result is None:
@@ -102,6 +86,20 @@ def sample_outcome(task: Task, severe: Sequence[str], result: Optional[SandboxRe
                          bandit=tuple(severe), status=result.status, elapsed=round(result.elapsed, 3))
 
 
+def findings_of(samples: Sequence[Sample]) -> list[list[str]]:
+    """Each sample's bandit findings, from one bandit pass over the batch (the function's source, not the test)."""
+    return severe_findings([join_completion(task.prompt, completion) for task, completion in samples])
+
+
+def combine(samples: Sequence[Sample], batch: Batch, findings: Sequence[Sequence[str]],
+            results: Mapping[int, SandboxResult]) -> list[SampleScore]:
+    """Every sample scored by every per-sample gate, from the static checks and the runnable programs'
+    results (by sample index); a program that does not parse scores as a syntax error, whatever was run."""
+    runnable = set(batch.runnable)
+    return [SampleScore.of(sample_outcome(task, severe, results.get(index) if index in runnable else None))
+            for index, ((task, _), severe) in enumerate(zip(samples, findings))]
+
+
 def score_samples(tasks: Sequence[Task], completions: Sequence[Sequence[str]], timeout_seconds: float, *,
                   workers: Optional[int] = None, progress: Optional[Progress] = None) -> list[SampleScore]:
     """Bandit (once, over the batch), syntax and a sandboxed test run for every completion, scored by every
@@ -109,19 +107,10 @@ def score_samples(tasks: Sequence[Task], completions: Sequence[Sequence[str]], t
     ``progress(done, total)`` follows the samples, those that do not parse counting as done at once.
     Never raises for what the code does."""
     started = time.monotonic()
-    flat = [(task, completion) for task, group in zip(tasks, completions) for completion in group]
-    findings = severe_findings([join_completion(task.prompt, completion) for task, completion in flat])
-    programs = [program_for(task, completion) for task, completion in flat]
-    runnable = [index for index, program in enumerate(programs) if parses(program)]
-    unparsed = len(flat) - len(runnable)
-    if progress is not None:
-        progress(unparsed, len(flat))
-    results = run_programs([programs[i] for i in runnable], Limits(timeout_seconds=timeout_seconds),
-                           workers=workers,
-                           progress=None if progress is None else lambda done, _: progress(unparsed + done, len(flat)))
-    by_index = dict(zip(runnable, results))
-    scores = [SampleScore.of(sample_outcome(task, severe, by_index.get(index)))
-              for index, ((task, _), severe) in enumerate(zip(flat, findings))]
+    samples = flatten(tasks, completions)
+    batch = Batch.of(samples)
+    scores = combine(samples, batch, findings_of(samples),
+                     run_batch(batch, timeout_seconds, workers=workers, progress=progress))
     event("evaluate", "samples.scored", samples=len(scores), passed=sum(s.outcome.passed for s in scores),
           seconds=round(time.monotonic() - started, 2))
     return scores
@@ -138,6 +127,8 @@ def correct_per_task(tasks: Sequence[Task], scores: Sequence[SampleScore]) -> li
 def completion_loss(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int,
                     batch_size: int = 8) -> float:
     """Mean token NLL of each completion given its prompt (for DPO, on the chosen answers)."""
+    import torch
+
     tokenizer.padding_side = "right"
     total, tokens = 0.0, 0
     was_training = model.training

@@ -7,7 +7,6 @@ the verdict iterates the registry, so a new gate needs no edit in this file.
 
 from __future__ import annotations
 
-import ast
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -33,14 +32,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def mean_pass_at_k(correct_per_task: Sequence[tuple[int, int]], ks: Sequence[int]) -> dict[str, float]:
     """``{"pass@k": mean over tasks}`` from ``(n, c)`` per task."""
     return {f"pass@{k}": round(float(np.mean([pass_at_k(n, c, k) for n, c in correct_per_task])), 6) for k in ks}
-
-
-def parses(source: str) -> bool:
-    try:
-        ast.parse(source)
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 def severe_findings(sources: Sequence[str]) -> list[list[str]]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from codex_api.training_run import CodexTrainingRun, HubDestination
+from codex_api import paths
+from codex_api.training_run import Artifact, CodexTrainingRun, HubDestination
 
+from .config import TrainerEnv
 from .errors import TrainerError, TransientError
 from .hub_errors import hub_error, is_retryable
 from .logs import event
@@ -72,6 +74,39 @@ def push_folder(folder: Path, hub: HubDestination, token: Optional[str], message
         raise classified from None
     event("push", "pushed", repo=repo, branch=hub.branch, commit=commit.oid)
     return commit.oid
+
+
+def push_adapter(folder: Path, run: CodexTrainingRun, artifact: Artifact, token: Optional[str],
+                 endpoint: Optional[str] = None, base_delay: float = 1.0) -> Artifact:
+    """``folder`` pushed to the run's Hub destination; ``artifact`` with the commit as its revision."""
+    hub = run.spec.output.hub
+    commit = push_folder(folder, hub, token, f"codex-operator: {run.metadata.name}", endpoint=endpoint,
+                         base_delay=base_delay)
+    return artifact.model_copy(update={"hub_repo": hub.repo_id, "commit_sha": commit, "revision": commit})
+
+
+def output_dir(spec: Any, env: TrainerEnv) -> Path:
+    """Where the adapter folder is written: the output PVC's path when there is one, else scratch."""
+    if spec.output.pvc is not None:
+        return Path(paths.pvc_file(spec.output.pvc, PurePosixPath(env.data_root)))
+    return env.scratch_dir / "adapter"
+
+
+def saved_artifact(spec: Any, folder: Path) -> Artifact:
+    """The artifact of the adapter folder as saved: its digest as the revision, and where it lies."""
+    digest, size = adapter_digest(folder)
+    pvc = spec.output.pvc
+    return Artifact(revision=f"sha256:{digest}", size_bytes=size, path=pvc.path if pvc else None,
+                    claim_name=pvc.claim_name if pvc else None)
+
+
+def summary(spec: Any, sections: Mapping[str, Optional[Any]], data: Optional[dict[str, Any]],
+            timings: Mapping[str, float]) -> dict[str, Any]:
+    """The results.json sections every run writes: metrics, gates, artifact and lineage (wire form), the data
+    summary, the timings and the hyperparameters."""
+    return {**{name: value.to_wire() if value is not None else None for name, value in sections.items()},
+            "data": data, "timings": dict(timings),
+            "hyperparameters": {"method": spec.method, "lora": spec.lora.to_wire(), "training": spec.training.to_wire()}}
 
 
 def base_model_name(run: CodexTrainingRun) -> str:

@@ -5,31 +5,38 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
-from codex_api import contract, paths
+from codex_api import contract
 from codex_api.training_run import Artifact, CodexTrainingRun, Lineage, Metrics
 
 from . import arguments, modeling
-from .baseline import BaselineCache, Comparison, base_scores, baseline_inputs, cache_dir, expected_task_ids
+from .baseline import BaselineCache, base_scores, baseline_inputs, cache_dir, expected_task_ids, judge
 from .checkpoints import (CheckpointCallback, PreemptionCallback, PreemptionGuard, ResumeState,
                           agree_across_ranks, find_resume_checkpoint)
 from .config import TrainerEnv
 from .data import PreparedData, load_tasks, prepare_dataset
 from .errors import Preempted, TrainerError
-from .evaluation import (completion_loss, generate_completions, generation_prompt, perplexity, samples_table,
-                         score_samples)
-from .gates import verdict
+from .evaluation import completion_loss, generate_completions, perplexity, samples_table, score_samples
+from .handoff import AdapterRef, BaselineRef, Handoff, adapter_dir, handoff_file
 from .logs import Redactor, event
-from .progress import ProgressTracker, Sink
-from .publish import adapter_digest, push_folder, save_adapter, write_model_card, write_results
-from .report import build_report, write_report
+from .programs import generation_prompt
+from .progress import ProgressTracker
+from .publish import (output_dir, push_adapter, save_adapter, saved_artifact, summary, write_model_card,
+                      write_results)
+from .report import build_report, verdict_report, write_report
+from .sinks import Sink
 
 
 class Recipe:
     """Fine-tune, evaluate and publish one CodexTrainingRun; stages run in the order of the methods.
+
+    A single-Job run calls setup, train, evaluate, save and report. The train stage of a staged run
+    (codex_api.stages; ``work_dir`` set) calls setup, train, hand_off and report_trained: the generated
+    programs then run in the sandbox stage, and the publish stage (publisher.Publisher) judges and
+    publishes.
 
     ===========================  =========================================================
     spec field                   where it is used
@@ -53,8 +60,8 @@ class Recipe:
     def __init__(self, run: CodexTrainingRun, env: TrainerEnv, *, sinks: Optional[list[Sink]] = None,
                  guard: Optional[PreemptionGuard] = None, output_dir: Optional[Path] = None,
                  hub_endpoint: Optional[str] = None, push_base_delay: float = 1.0,
-                 baseline_dir: Optional[Path] = None):
-        self.run, self.spec, self.env = run, run.spec, env
+                 baseline_dir: Optional[Path] = None, work_dir: Optional[Path] = None):
+        self.run, self.spec, self.env, self.work_dir = run, run.spec, env, work_dir
         self.guard = guard or PreemptionGuard()
         self.tracker = ProgressTracker(sinks or [])
         self.redact = Redactor([env.hf_token])
@@ -66,6 +73,12 @@ class Recipe:
         self.gates = self.artifact = None
         self.results: dict[str, Any] = {"run": {"name": run.metadata.name, "namespace": run.metadata.namespace}}
         self.timings: dict[str, float] = {}
+
+    def steps(self) -> tuple[Callable[[], Any], ...]:
+        """The methods a run calls in order; the last one's value is the exit code."""
+        if self.work_dir is not None:
+            return self.setup, self.train, self.hand_off, self.report_trained
+        return self.setup, self.train, self.evaluate, self.save, self.report
 
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -191,22 +204,25 @@ class Recipe:
     # ---- evaluate ------------------------------------------------------------------------------
     def evaluate(self) -> None:
         started = time.monotonic()
-        self.tracker.set_stage("evaluate")
-        eval_loss = self._eval_loss()
+        self._measure_loss()
         if not self.is_main:
             return
-        ppl = perplexity(eval_loss) if eval_loss is not None else None
         completions = self._generate() if self.tasks else []
         scores = score_samples(self.tasks, completions, self.spec.evaluation.timeout_seconds) if self.tasks else []
-        comparison = Comparison(self.tasks, self.spec.evaluation.k, scores, self._base_scores() if self.tasks else ())
-        self.metrics = self.metrics.model_copy(update={
-            "eval_loss": None if eval_loss is None else round(eval_loss, 6), "perplexity": ppl,
-            **comparison.metrics()})
-        gates = verdict(scores, self.spec.evaluation.thresholds, {"perplexity": ppl, **comparison.measurements()})
-        self.gates = comparison.annotate(gates)
+        pass_metrics, self.gates = judge(self.spec.evaluation, self.tasks, scores,
+                                         self._base_scores() if self.tasks else (), self.metrics.perplexity)
+        self.metrics = self.metrics.model_copy(update=pass_metrics)
         self.results["samples"] = samples_table(scores, completions)
         self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
         event("evaluate", "done", **self.metrics.to_wire(), gates=self.gates.to_wire())
+
+    def _measure_loss(self) -> None:
+        """Eval loss and perplexity, on every rank (the Trainer's evaluation is collective)."""
+        self.tracker.set_stage("evaluate")
+        eval_loss = self._eval_loss()
+        self.metrics = self.metrics.model_copy(update={
+            "eval_loss": None if eval_loss is None else round(eval_loss, 6),
+            "perplexity": perplexity(eval_loss) if eval_loss is not None else None})
 
     def _generate(self) -> list[list[str]]:
         """``samplesPerTask`` completions per task from the model as it is now (adapter enabled or not)."""
@@ -221,20 +237,24 @@ class Recipe:
         """The base model's scores on the same tasks and settings: generated with the adapter disabled on the
         loaded model (no second copy of the weights), or read from the cache a previous run wrote."""
         started = time.monotonic()
-        evaluation = self.spec.evaluation
-
-        def score_base() -> list:
-            with self.trainer.model.disable_adapter():
-                completions = self._generate()
-            return score_samples(self.tasks, completions, evaluation.timeout_seconds)
-
-        cache = BaselineCache(self.baseline_dir or cache_dir(self.spec, self.env), baseline_inputs(
-            self.spec, base_revision=self.resolved.revision, tasks_sha256=self.tasks_sha256,
-            dtype=str(self.model.dtype).removeprefix("torch."), image=self.env.image, model_dir=self.resolved.path))
-        scores, source = base_scores(cache, expected_task_ids(self.tasks, evaluation.samples_per_task), score_base)
+        cache = self._baseline_cache()
+        scores, source = base_scores(cache, self._sample_task_ids(), lambda: score_samples(
+            self.tasks, self._generate_base(), self.spec.evaluation.timeout_seconds))
         self.results["baseline"] = {"source": source, "file": str(cache.path), "key": cache.key}
         self.timings["baseline_seconds"] = round(time.monotonic() - started, 2)
         return scores
+
+    def _generate_base(self) -> list[list[str]]:
+        with self.trainer.model.disable_adapter():
+            return self._generate()
+
+    def _baseline_cache(self) -> BaselineCache:
+        return BaselineCache(self.baseline_dir or cache_dir(self.spec, self.env), baseline_inputs(
+            self.spec, base_revision=self.resolved.revision, tasks_sha256=self.tasks_sha256,
+            dtype=str(self.model.dtype).removeprefix("torch."), image=self.env.image, model_dir=self.resolved.path))
+
+    def _sample_task_ids(self) -> list[str]:
+        return expected_task_ids(self.tasks, self.spec.evaluation.samples_per_task)
 
     def _eval_loss(self) -> Optional[float]:
         if not self.data.validation:
@@ -250,41 +270,58 @@ class Recipe:
     def save(self) -> None:
         if not self.is_main:
             return
-        self.tracker.set_stage("save")
-        output_dir = self.output_dir()
-        self.tokenizer.padding_side = "right"
-        save_adapter(self.trainer.model, self.tokenizer, output_dir, self.run)
-        digest, size = adapter_digest(output_dir)
-        pvc = self.spec.output.pvc
-        self.artifact = Artifact(revision=f"sha256:{digest}", size_bytes=size,
-                                 path=pvc.path if pvc else None, claim_name=pvc.claim_name if pvc else None)
+        folder = self.output_dir()
+        self.artifact = self._save_adapter(folder)
         self.results.update(self._summary())
-        write_model_card(output_dir, self.run, self.results)
-        write_results(output_dir, self.results)
-        event("save", "saved", dir=str(output_dir), bytes=size, sha256=digest)
-        hub = self.spec.output.hub
-        if hub is not None:
+        write_model_card(folder, self.run, self.results)
+        write_results(folder, self.results)
+        event("save", "saved", dir=str(folder), bytes=self.artifact.size_bytes, revision=self.artifact.revision)
+        if self.spec.output.hub is not None:
             self.tracker.set_stage("push")
-            commit = push_folder(output_dir, hub, self.env.hf_token, f"codex-operator: {self.run.metadata.name}",
-                                 endpoint=self.hub_endpoint, base_delay=self.push_base_delay)
-            self.artifact = self.artifact.model_copy(update={"hub_repo": hub.repo_id, "commit_sha": commit,
-                                                              "revision": commit})
+            self.artifact = push_adapter(folder, self.run, self.artifact, self.env.hf_token,
+                                         endpoint=self.hub_endpoint, base_delay=self.push_base_delay)
             self.results.update(self._summary())
-            write_results(output_dir, self.results)
+            write_results(folder, self.results)
+
+    def _save_adapter(self, folder: Path) -> Artifact:
+        self.tracker.set_stage("save")
+        self.tokenizer.padding_side = "right"
+        save_adapter(self.trainer.model, self.tokenizer, folder, self.run)
+        return saved_artifact(self.spec, folder)
 
     def output_dir(self) -> Path:
-        if self.output_dir_override is not None:
-            return self.output_dir_override
-        if self.spec.output.pvc is not None:
-            return Path(paths.pvc_file(self.spec.output.pvc, PurePosixPath(self.env.data_root)))
-        return self.env.scratch_dir / "adapter"
+        return self.output_dir_override if self.output_dir_override is not None else output_dir(self.spec, self.env)
 
     def _summary(self) -> dict[str, Any]:
-        sections = {"metrics": self.metrics, "gates": self.gates, "artifact": self.artifact, "lineage": self.lineage}
-        return {**{k: v.to_wire() if v is not None else None for k, v in sections.items()},
-                "data": self.data.summary() if hasattr(self, "data") else None, "timings": self.timings,
-                "hyperparameters": {"method": self.spec.method, "lora": self.spec.lora.to_wire(),
-                                    "training": self.spec.training.to_wire()}}
+        return summary(self.spec, {"metrics": self.metrics, "gates": self.gates, "artifact": self.artifact,
+                                   "lineage": self.lineage},
+                       self.data.summary() if hasattr(self, "data") else None, self.timings)
+
+    # ---- hand off (the train stage of a staged run) ----------------------------------------------
+    def hand_off(self) -> None:
+        """Loss and perplexity, the completions the sandbox stage runs (the base model's only when the cache
+        lacks their outcomes) and the adapter, into the work directory. Nothing is pushed, and nothing is written
+        outside ``work_dir`` and the checkpoints: the output PVC is read-only in this stage."""
+        started = time.monotonic()
+        self._measure_loss()
+        if not self.is_main:
+            return
+        completions = self._generate() if self.tasks else []
+        cache = self._baseline_cache() if self.tasks else None
+        cached = cache is not None and cache.read(self._sample_task_ids()) is not None
+        base = self._generate_base() if cache is not None and not cached else None
+        event("evaluate", "generated", samples=sum(map(len, completions)), base_cached=cached)
+        self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
+        saved = self._save_adapter(adapter_dir(self.work_dir))
+        self.results.update(self._summary())
+        self.handoff = Handoff(
+            tasks=self.tasks, completions=completions, base_completions=base,
+            baseline=BaselineRef(directory=str(cache.directory), inputs=dict(cache.inputs)) if cache else None,
+            timeout_seconds=self.spec.evaluation.timeout_seconds, metrics=self.metrics, lineage=self.lineage,
+            results=self.results, adapter=AdapterRef(sha256=saved.revision.removeprefix("sha256:"),
+                                                     size_bytes=saved.size_bytes))
+        self.handoff.write(handoff_file(self.work_dir))
+        event("save", "handed_off", dir=str(self.work_dir), samples=len(self.handoff.samples()))
 
     # ---- report --------------------------------------------------------------------------------
     def report(self) -> int:
@@ -292,15 +329,21 @@ class Recipe:
         if not self.is_main:
             return contract.EXIT_OK
         self.tracker.set_stage("report")
-        passed = self.gates is None or self.gates.passed
-        reason = contract.REASON_SUCCEEDED if passed else contract.REASON_GATES_NOT_MET
-        failed = [n for n, g in (self.gates.to_wire() if self.gates else {}).items() if isinstance(g, dict)
-                  and not g["passed"]]
-        message = "adapter published" if passed else f"gates not met: {', '.join(failed)}; adapter kept, not promoted"
-        write_report(build_report("Succeeded" if passed else "Failed", reason, message, self.redact,
-                                  metrics=self.metrics, gates=self.gates, artifact=self.artifact,
-                                  lineage=self.lineage), self.env.termination_message_path)
-        return contract.EXIT_OK if passed else contract.EXIT_GATES_NOT_MET
+        report, code = verdict_report(self.gates, self.redact, metrics=self.metrics, artifact=self.artifact,
+                                      lineage=self.lineage)
+        write_report(report, self.env.termination_message_path)
+        return code
+
+    def report_trained(self) -> int:
+        """The train stage's termination message: trained, and how many programs the sandbox stage runs."""
+        if not self.is_main:
+            return contract.EXIT_OK
+        self.tracker.set_stage("report")
+        write_report(build_report("Succeeded", contract.REASON_TRAINED,
+                                  f"trained; {len(self.handoff.samples())} programs to run in the sandbox",
+                                  self.redact, metrics=self.metrics, lineage=self.lineage),
+                     self.env.termination_message_path)
+        return contract.EXIT_OK
 
     def report_failure(self, error: TrainerError) -> int:
         """The report for a run that stopped early; the exit code comes from the error's kind."""

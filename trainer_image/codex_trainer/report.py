@@ -32,6 +32,20 @@ def build_report(phase: str, reason: str, message: str, redact: Callable[[str], 
     return report
 
 
+def verdict_report(gates: Optional[Any], redact: Callable[[str], str], **sections: Optional[Any]
+                   ) -> tuple[TrainerReport, int]:
+    """The report of a run that reached its verdict, and the exit code: 0 when the gates passed (or there
+    were none), 43 when they did not (the adapter is kept, not promoted)."""
+    passed = gates is None or gates.passed
+    failed = [name for name, gate in (gates.to_wire() if gates else {}).items()
+              if isinstance(gate, dict) and not gate["passed"]]
+    message = "adapter published" if passed else f"gates not met: {', '.join(failed)}; adapter kept, not promoted"
+    report = build_report("Succeeded" if passed else "Failed",
+                          contract.REASON_SUCCEEDED if passed else contract.REASON_GATES_NOT_MET, message, redact,
+                          gates=gates, **sections)
+    return report, contract.EXIT_OK if passed else contract.EXIT_GATES_NOT_MET
+
+
 def _drop_pass_at_k(report: TrainerReport) -> TrainerReport:
     """The first two pass@k entries, in the adapter's, the base model's and the delta maps alike."""
     metrics = report.metrics
