@@ -108,7 +108,7 @@ def sandbox_statuses(handoff: Handoff, progress: Callable[[int, int], None]) -> 
     return [results[index].status if index in results else "failed" for index in range(len(batch.programs))]
 
 
-def run_sandbox(work_dir: Path, termination_log: Path, stdout: TextIO = sys.stdout) -> int:
+def run_sandbox(work_dir: Path, termination_log: Path, stdout: Optional[TextIO] = None) -> int:
     """The sandbox stage: the statuses to the termination log, once every program is done; exit 0. A hand-off
     that cannot be read, or statuses that would not fit, exit 42 with the reason instead."""
 
@@ -117,7 +117,7 @@ def run_sandbox(work_dir: Path, termination_log: Path, stdout: TextIO = sys.stdo
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        statuses = sandbox_statuses(read_handoff(handoff_file(work_dir)), ProgressPrinter(stdout))
+        statuses = sandbox_statuses(read_handoff(handoff_file(work_dir)), ProgressPrinter(stdout or sys.stdout))
         message = stages.SandboxReport.of(statuses).message()
     except (HandoffError, stages.ResultsError) as error:
         return _sandbox_failed(termination_log, str(error), contract.EXIT_INVALID)
