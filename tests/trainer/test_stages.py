@@ -24,6 +24,7 @@ from codex_trainer.baseline import judge
 from codex_trainer.evaluation import samples_table, score_samples
 from codex_trainer.handoff import handoff_file, read_handoff
 from codex_trainer.publisher import Publisher
+from codex_trainer.sinks import StatusPatcher
 from codex_trainer.stages import ProgressPrinter, execute, run_sandbox
 
 from .kit import env_for, tiny_run
@@ -302,3 +303,19 @@ def test_the_hand_off_round_trips_and_names_its_samples_in_sandbox_order(tmp_pat
     wire = json.loads(handoff_file(tmp_path / "work").read_text())
     assert wire["version"] == 1 and wire["metrics"]["trainLoss"] == 1.25 and set(wire["tasks"][0]) == {
         "task_id", "prompt", "test", "entry_point"}
+
+
+def test_publish_patches_only_the_stage_into_the_run_progress(tmp_path):
+    """status.progress keeps the train stage's step counts: publish merges in its stage and time alone."""
+    run = publish_run(samplesPerTask=2, k=[1])
+    write_handoff(tmp_path / "work", BOTH_FORMS, BOTH_FORMS, spec=run.spec, cache_dir=cache_dir(tmp_path))
+    patches = []
+    api = type("Api", (), {"patch_namespaced_custom_object_status": lambda self, *args: patches.append(args)})()
+    env = dataclasses.replace(env_for(tmp_path, tmp_path / "models"),
+                              sandbox_results=stages.SandboxReport.of(["passed"] * 8).message())
+    publisher = Publisher(run, env, tmp_path / "work", sinks=[StatusPatcher("tiny", "default", api=api)])
+    assert execute(publisher) == contract.EXIT_OK
+    assert [args[2:5] for args in patches] == [("default", "codextrainingruns", "tiny")] * 2
+    progress = [args[5]["status"]["progress"] for args in patches]
+    assert [(p["stage"], sorted(p)) for p in progress] == [("push", ["stage", "updatedAt"]),
+                                                           ("report", ["stage", "updatedAt"])]

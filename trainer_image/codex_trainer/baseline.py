@@ -132,16 +132,28 @@ def expected_task_ids(tasks: Sequence[Task], samples_per_task: int) -> list[str]
 def base_scores(cache: BaselineCache, task_ids: Sequence[str],
                 score: Callable[[], list[SampleScore]]) -> tuple[list[SampleScore], str]:
     """The base model's sample scores, from the cache or from ``score()`` (then cached); and which it was."""
-    cached = cache.read(task_ids)
+    cached = cached_scores(cache, task_ids)
     if cached is not None:
-        event("evaluate", "baseline.cached", file=str(cache.path), samples=len(cached),
-              passed=sum(outcome.passed for outcome in cached))
-        return [SampleScore.of(outcome) for outcome in cached], "cache"
-    scores = score()
+        return cached, "cache"
+    return store_scores(cache, score()), "scored"
+
+
+def cached_scores(cache: BaselineCache, task_ids: Sequence[str]) -> Optional[list[SampleScore]]:
+    """The cached base scores, or None when the cache does not hold them for these samples."""
+    cached = cache.read(task_ids)
+    if cached is None:
+        return None
+    event("evaluate", "baseline.cached", file=str(cache.path), samples=len(cached),
+          passed=sum(outcome.passed for outcome in cached))
+    return [SampleScore.of(outcome) for outcome in cached]
+
+
+def store_scores(cache: BaselineCache, scores: list[SampleScore]) -> list[SampleScore]:
+    """``scores``, the base's just scored, after caching their outcomes for the next run."""
     cache.write([s.outcome for s in scores])
     event("evaluate", "baseline.scored", file=str(cache.path), samples=len(scores),
           passed=sum(s.outcome.passed for s in scores))
-    return scores, "scored"
+    return scores
 
 
 @dataclass(frozen=True)

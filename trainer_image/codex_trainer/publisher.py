@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from codex_api import stages
 from codex_api.training_run import CodexTrainingRun, Progress
 
-from .baseline import BaselineCache, base_scores, judge
+from .baseline import BaselineCache, cached_scores, judge, store_scores
 from .config import TrainerEnv
 from .errors import HandoffError, TrainerError
 from .evaluation import combine, findings_of, samples_table
@@ -62,7 +62,7 @@ class Publisher:
         self.timings: dict[str, float] = {}
 
     def steps(self) -> tuple[Callable[[], Any], ...]:
-        return self.load, self.judge, self.save, self.push, self.report
+        return self.load, self.score, self.save, self.push, self.report
 
     def load(self) -> None:
         self._set_stage("push")
@@ -77,7 +77,7 @@ class Publisher:
         except stages.ResultsError as error:
             raise HandoffError(f"{stages.ENV_SANDBOX_RESULTS}: {error}") from None
 
-    def judge(self) -> None:
+    def score(self) -> None:
         started = time.monotonic()
         samples = self.handoff.samples()
         batch = Batch.of(samples)
@@ -89,24 +89,23 @@ class Publisher:
                                          self.metrics.perplexity)
         self.metrics = self.metrics.model_copy(update=pass_metrics)
         self.samples = samples_table(scores[:tuned], self.handoff.completions)
-        self.timings["publish_judge_seconds"] = round(time.monotonic() - started, 2)
+        self.timings["publish_score_seconds"] = round(time.monotonic() - started, 2)
         event("evaluate", "done", **self.metrics.to_wire(), gates=self.gates.to_wire())
 
     def _base_scores(self, scored: list[SampleScore]) -> list[SampleScore]:
-        """The base's scores: those just scored from the sandbox (then cached), else the cache's, which the
-        train stage found there; a cache that lost them since cannot be regenerated here."""
+        """The base's scores: those just scored from the sandbox's statuses (then cached) when the hand-off has
+        base completions, else the cache's, where the train stage found them; gone since, they cannot be
+        regenerated here."""
         cache = BaselineCache(Path(self.handoff.baseline.directory), self.handoff.baseline.inputs)
-
-        def vanished() -> list[SampleScore]:
-            if self.handoff.base_completions is not None:
-                return scored
+        self.baseline = {"source": "cache" if self.handoff.base_completions is None else "scored",
+                         "file": str(cache.path), "key": cache.key}
+        if self.handoff.base_completions is not None:
+            return store_scores(cache, scored)
+        cached = cached_scores(cache, [task.task_id for task, _ in self.handoff.tuned_samples()])
+        if cached is None:
             raise HandoffError(f"the base model's cached scores {cache.path} vanished after the train stage found "
                                "them; re-create the run so that its train stage generates them again")
-
-        task_ids = [task.task_id for task, _ in self.handoff.tuned_samples()]
-        base, source = base_scores(cache, task_ids, vanished)
-        self.baseline = {"source": source, "file": str(cache.path), "key": cache.key}
-        return base
+        return cached
 
     def save(self) -> None:
         source = adapter_dir(self.work_dir)

@@ -188,14 +188,14 @@ def sandbox_command(work_dir: Path, termination_log: Path) -> int:
 
 
 # ---- publish -----------------------------------------------------------------------------------
-def publish_command(config: Path, work_dir: Path, termination_log: Path, environ: Optional[dict] = None) -> int:
+def publish_command(config: Path, work_dir: Path, termination_log: Path) -> int:
     import dataclasses
 
     from .logs import setup_logging
     from .publisher import Publisher
     from .sinks import StatusPatcher
 
-    env = dataclasses.replace(TrainerEnv.from_env(environ), termination_message_path=termination_log)
+    env = dataclasses.replace(TrainerEnv.from_env(), termination_message_path=termination_log)
     setup_logging(Redactor([env.hf_token]))
     try:
         run = load_run(config)
