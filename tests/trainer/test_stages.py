@@ -130,34 +130,59 @@ def test_progress_is_printed_about_once_a_second_and_always_at_the_end(calls, pr
     assert lines == [{"event": stages.PROGRESS_EVENT, "done": d, "total": t} for d, t in printed]
 
 
-def test_as_pid_1_the_sandbox_reaps_orphans_and_forwards_sigterm(tmp_path):
+def test_as_pid_1_the_sandbox_reaps_orphans_forwards_sigterm_and_leaves_no_process_behind(tmp_path):
     """PID 1 of a container: orphans come back to it, and SIGTERM reaches it only through a handler. Played by a
-    child subreaper that believes it is PID 1."""
+    child subreaper; a stray process still running when the work is done must not outlive it (it could
+    rewrite the termination message)."""
     script = textwrap.dedent("""\
         import ctypes, os, subprocess, sys, time
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come here, as to PID 1
-        os.getpid = lambda: 1
         from codex_trainer.stages import as_init
         def work():
-            subprocess.run(["sh", "-c", "sleep 0.2 &"])  # its sleep is orphaned at once
-            print("ready", flush=True)
+            subprocess.run(["sh", "-c", "sleep 0.2 &"])  # orphaned at once, reaped while the work runs
+            stray = subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                                   text=True).stdout.strip()
+            print("ready", stray, flush=True)
             time.sleep(float(sys.argv[1]))
-            return 7
-        code = as_init(work)
+            return 7, "done"
+        code, message = as_init(work, is_init=True)
         try:
             os.waitpid(-1, os.WNOHANG)
             left = "a child is left"
         except ChildProcessError:
             left = "no child left"
-        print(code, left)
+        print(code, message, left, flush=True)
     """)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
     done = subprocess.run([sys.executable, "-c", script, "1"], capture_output=True, text=True, timeout=30)
-    assert done.stdout.splitlines() == ["ready", "7 no child left"], done.stderr
+    ready, outcome = done.stdout.splitlines()
+    assert outcome == "7 done no child left" and gone(int(ready.split()[1])), done.stderr
     child = subprocess.Popen([sys.executable, "-c", script, "60"], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline() == "ready\n"
+    stray = int(child.stdout.readline().split()[1])
     started = time.monotonic()
     child.terminate()
-    assert child.communicate(timeout=10)[0].startswith(f"{128 + 15} ") and time.monotonic() - started < 10
+    assert child.communicate(timeout=10)[0] == f"{128 + 15} sandbox: stopped by signal 15 before it was done " \
+                                               "no child left\n"
+    assert time.monotonic() - started < 10 and gone(stray)
+
+
+def test_as_pid_1_the_sandbox_stage_hands_its_statuses_through_the_pipe(tmp_path):
+    write_handoff(tmp_path / "work", BOTH_FORMS, TRUNCATED)
+    script = ("import sys\nfrom pathlib import Path\nfrom codex_trainer.stages import as_init, sandbox_outcome\n"
+              "code, message = as_init(lambda: sandbox_outcome(Path(sys.argv[1])), is_init=True)\n"
+              "sys.stderr.write(message)\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "work")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and progress_lines(done.stdout)[-1]["done"] == 8
+    message = done.stderr.splitlines()[-1]
+    assert stages.SandboxReport.read(message, expected=8) == ["passed"] * 4 + ["failed"] * 4
 
 
 # ---- publish -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .errors import HandoffError, InvalidSpecError, TrainerError, TransientError
 from .executor import available_cpus
 from .handoff import Handoff, handoff_file, read_handoff
 from .logs import Redactor
+from .sandbox import descendants
 
 log = logging.getLogger("codex_trainer")
 
@@ -108,9 +109,9 @@ def sandbox_statuses(handoff: Handoff, progress: Callable[[int, int], None]) -> 
     return [results[index].status if index in results else "failed" for index in range(len(batch.programs))]
 
 
-def run_sandbox(work_dir: Path, termination_log: Path, stdout: Optional[TextIO] = None) -> int:
-    """The sandbox stage: the statuses to the termination log, once every program is done; exit 0. A hand-off
-    that cannot be read, or statuses that would not fit, exit 42 with the reason instead."""
+def sandbox_outcome(work_dir: Path, stdout: Optional[TextIO] = None) -> tuple[int, str]:
+    """The sandbox stage's exit code and termination message: 0 and the statuses once every program is done;
+    42 and the reason when the hand-off cannot be read or the statuses would not fit."""
 
     def stop(signum: int, frame: Any) -> None:
         raise Stopped()
@@ -120,30 +121,40 @@ def run_sandbox(work_dir: Path, termination_log: Path, stdout: Optional[TextIO] 
         statuses = sandbox_statuses(read_handoff(handoff_file(work_dir)), ProgressPrinter(stdout or sys.stdout))
         message = stages.SandboxReport.of(statuses).message()
     except (HandoffError, stages.ResultsError) as error:
-        return _sandbox_failed(termination_log, str(error), contract.EXIT_INVALID)
+        return _failed(str(error), contract.EXIT_INVALID)
     except Stopped:
-        return _sandbox_failed(termination_log, "SIGTERM before every program ran; a retry runs them again",
-                               contract.EXIT_PREEMPTED)
+        return _failed("SIGTERM before every program ran; a retry runs them again", contract.EXIT_PREEMPTED)
     except Exception as error:  # the executor itself failed (not a program): a retry may get past it
-        return _sandbox_failed(termination_log, f"the executor failed ({type(error).__name__})",
-                               contract.EXIT_TRANSIENT)
+        return _failed(f"the executor failed ({type(error).__name__})", contract.EXIT_TRANSIENT)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _write_message(termination_log, message)
     counts = {status: statuses.count(status) for status in sorted(set(statuses))}
     print(json.dumps({"event": "sandbox.done", "samples": len(statuses), **counts}), file=sys.stderr, flush=True)
-    return contract.EXIT_OK
+    return contract.EXIT_OK, message
 
 
-def _sandbox_failed(termination_log: Path, reason: str, code: int) -> int:
+def _failed(reason: str, code: int) -> tuple[int, str]:
     line = f"sandbox: {' '.join(reason.split())}"
-    _write_message(termination_log, line)
     print(json.dumps({"event": "sandbox.failed", "exit": code, "message": line}), file=sys.stderr, flush=True)
+    return code, line
+
+
+def run_sandbox(work_dir: Path, termination_log: Path, stdout: Optional[TextIO] = None) -> int:
+    """The sandbox stage in this process: the message to the termination log, after every program is done."""
+    code, message = sandbox_outcome(work_dir, stdout)
+    write_message(termination_log, message)
     return code
 
 
-def _write_message(path: Path, text: str) -> None:
-    """Truncating what a previous attempt left; a missing termination-log mount is not fatal."""
+def sandbox_command(work_dir: Path, termination_log: Path) -> int:
+    """``codex-train sandbox``: as PID 1 of its container (:func:`as_init`), or in this process elsewhere."""
+    code, message = as_init(lambda: sandbox_outcome(work_dir))
+    write_message(termination_log, message)
+    return code
+
+
+def write_message(path: Path, text: str) -> None:
+    """Truncating whatever is there (a previous attempt's, or a program's); a missing mount is not fatal."""
     try:
         with open(path, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -152,39 +163,66 @@ def _write_message(path: Path, text: str) -> None:
               file=sys.stderr, flush=True)
 
 
-def as_init(work: Callable[[], int]) -> int:
-    """``work()``'s exit code. As PID 1 of its container, a process must reap every orphan (a sample's stray
-    descendant, a dead executor's samples) and handle SIGTERM itself: the kernel drops the signals PID 1 has
-    no handler for. So PID 1 forks ``work`` and waits for it, reaping the rest and forwarding SIGTERM, as
-    tini does. Anywhere else ``work`` runs in this process."""
-    if os.getpid() != 1:
+def as_init(work: Callable[[], tuple[int, str]], is_init: Optional[bool] = None) -> tuple[int, str]:
+    """``work()``'s exit code and message. PID 1 of a container (``is_init``, default: this process is PID 1)
+    must handle SIGTERM itself (the kernel drops the signals PID 1 has no handler for) and reap every orphan
+    (a sample's stray descendant, a dead executor's samples). So, as tini does, it runs ``work`` in a child,
+    forwards SIGTERM to it and reaps the rest meanwhile; the child sends its outcome over a pipe no program
+    holds; then every process left is killed, so none can touch the termination log once it is written."""
+    if not (os.getpid() == 1 if is_init is None else is_init):
         return work()
     sys.stdout.flush()
     sys.stderr.flush()
+    readable, writable = os.pipe()
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # no SIGTERM lost before the handler is set
     child = os.fork()
     if child == 0:
+        os.close(readable)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-        code = contract.EXIT_TRANSIENT
-        try:
-            code = work()
-        except BaseException:  # noqa: B036 - whatever happened, the child ends here with a code
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        _run_child(work, writable)
+    os.close(writable)
     signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(child, signum))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            return code if code >= 0 else 128 - code
+            break
+    with os.fdopen(readable, "rb") as pipe:
+        sent = pipe.read()
+    _end_the_rest()
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return 128 - code, f"sandbox: stopped by signal {-code} before it was done"
+    return code, json.loads(sent)["message"]
 
 
-def sandbox_command(work_dir: Path, termination_log: Path) -> int:
-    return as_init(lambda: run_sandbox(work_dir, termination_log))
+def _run_child(work: Callable[[], tuple[int, str]], writable: int) -> None:
+    """In the forked child: ``work``, its outcome to the pipe, and the exit. Never returns."""
+    code, message = contract.EXIT_TRANSIENT, "sandbox: crashed"
+    try:
+        code, message = work()
+    except BaseException:  # noqa: B036 - whatever happened, the child ends here with a code
+        traceback.print_exc()
+    finally:
+        with os.fdopen(writable, "w", encoding="utf-8") as pipe:
+            pipe.write(json.dumps({"message": message}))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _end_the_rest() -> None:
+    """Kill and reap every process left below this one until it has no child at all."""
+    while True:
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 # ---- publish -----------------------------------------------------------------------------------
