@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .sandbox import (NOBODY, OUTPUT_TAIL_BYTES, Limits, SandboxResult, classify, descendants, enter_sample, kill_tree,
-                      parents_of_all, process_state, scrubbed_env, user_task_count)
+from .sandbox import (NOBODY, OUTPUT_TAIL_BYTES, Limits, SandboxResult, classify, enter_sample, kill_descendants,
+                      kill_tree, parents_of_all, process_state, scrubbed_env, user_task_count)
 
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 # At least this often the executor looks for orphans; more rarely when a /proc scan is slow (many processes).
@@ -183,11 +183,7 @@ class _Pool:
                 os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return  # no child at all, not even an orphan: nothing to scan for
-            for pid in descendants(os.getpid()):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            kill_descendants(os.getpid())
             try:
                 pid, _ = os.waitpid(-1, 0)
             except ChildProcessError:

@@ -277,6 +277,15 @@ def kill_tree(root: int, parents: Optional[dict[int, int]] = None) -> None:
             pass
 
 
+def kill_descendants(root: int) -> None:
+    """SIGKILL every process below ``root`` (not ``root`` itself)."""
+    for pid in descendants(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def process_state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:

@@ -32,7 +32,7 @@ from .errors import HandoffError, InvalidSpecError, TrainerError, TransientError
 from .executor import available_cpus
 from .handoff import Handoff, handoff_file, read_handoff
 from .logs import Redactor
-from .sandbox import descendants
+from .sandbox import kill_descendants
 
 log = logging.getLogger("codex_trainer")
 
@@ -214,11 +214,7 @@ def _run_child(work: Callable[[], tuple[int, str]], writable: int) -> None:
 def _end_the_rest() -> None:
     """Kill and reap every process left below this one until it has no child at all."""
     while True:
-        for pid in descendants(os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        kill_descendants(os.getpid())
         try:
             os.waitpid(-1, 0)
         except ChildProcessError:
