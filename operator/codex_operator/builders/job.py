@@ -121,6 +121,8 @@ def _env(run: CodexTrainingRun, cfg: OperatorConfig) -> list[dict[str, Any]]:
         env_value(paths.ENV_CHECKPOINT_DIR, str(paths.CHECKPOINT_DIR)),
         env_value(paths.ENV_IMAGE, trainer_image(run, cfg)),
         env_value("HF_HOME", str(paths.HF_HOME)),
+        # TRL and the Hub client report usage to the Hub unless told not to.
+        env_value("HF_HUB_DISABLE_TELEMETRY", "1"),
         env_value("TMPDIR", TMP_DIR),
         env_value("NNODES", str(resources.nodes)),
         env_value("NPROC_PER_NODE", str(max(resources.gpus_per_node, 1))),

@@ -150,6 +150,7 @@ def build_publish_job(run: CodexTrainingRun, cfg: OperatorConfig, sandbox_report
         env_value(paths.ENV_DATA_ROOT, str(paths.DATA_ROOT)),
         env_value(paths.ENV_CHECKPOINT_DIR, str(paths.CHECKPOINT_DIR)),
         env_value(paths.ENV_IMAGE, trainer_image(run, cfg)), env_value("HF_HOME", str(paths.HF_HOME)),
+        env_value("HF_HUB_DISABLE_TELEMETRY", "1"),
         env_value("TMPDIR", TMP_DIR), env_value(stages.ENV_SANDBOX_RESULTS, sandbox_report),
     ]
     hub = run.spec.output.hub
