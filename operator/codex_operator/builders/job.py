@@ -158,16 +158,7 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
     }
     if cfg.image_pull_policy:
         container["imagePullPolicy"] = cfg.image_pull_policy
-    own_account = uses_own_account(run)
-    pod: dict[str, Any] = {
-        "automountServiceAccountToken": own_account,
-        "containers": [container],
-        "restartPolicy": "Never",
-        "securityContext": pod_security_context(),
-        "serviceAccountName": names.trainer_account_name(run.metadata.name) if own_account
-        else spec.job.service_account_name,
-        "volumes": volumes,
-    }
+    pod = trainer_pod(run, container, volumes)
     if spec.resources.node_selector:
         pod["nodeSelector"] = dict(sorted(spec.resources.node_selector.items()))
     if spec.resources.tolerations:
@@ -177,6 +168,21 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
     if spec.resources.nodes > 1:
         pod["subdomain"] = names.workers_service_name(run.metadata.name)
     return pod
+
+
+def trainer_pod(run: CodexTrainingRun, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A pod of the trainer's identity (the training and publish stages): the run's own ServiceAccount,
+    whose token may patch the run's status, or the one the spec names."""
+    own_account = uses_own_account(run)
+    return {
+        "automountServiceAccountToken": own_account,
+        "containers": [container],
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "serviceAccountName": names.trainer_account_name(run.metadata.name) if own_account
+        else run.spec.job.service_account_name,
+        "volumes": volumes,
+    }
 
 
 def pod_failure_policy(codes=contract.NON_RETRYABLE_EXIT_CODES) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from ..config import OperatorConfig, Resources
 from .common import (container_security_context, env_secret, env_value, metadata, pod_security_context,
                      resource_requirements, sorted_env, volume_name)
 from .configmap import SPEC_KEY
-from .job import TMP_DIR, WORK_VOLUME, pod_failure_policy, trainer_image, work_volume
+from .job import TMP_DIR, WORK_VOLUME, pod_failure_policy, trainer_image, trainer_pod, work_volume
 from .pvc import checkpoint_claim_name
-from .rbac import uses_own_account
 
 # A sandbox pod that fails (OOM-killed, node lost) runs again at most this often.
 SANDBOX_BACKOFF_LIMIT = 2
@@ -159,14 +158,5 @@ def build_publish_job(run: CodexTrainingRun, cfg: OperatorConfig, sandbox_report
     container = _container(run, cfg, ["publish", "--config", str(paths.SPEC_FILE)], env,
                            resource_requirements(None, None, 0, run.spec.resources.gpu_resource_name,
                                                  PUBLISH_RESOURCES), mounts)
-    own_account = uses_own_account(run)
-    pod: dict[str, Any] = {
-        "automountServiceAccountToken": own_account,
-        "containers": [container],
-        "restartPolicy": "Never",
-        "securityContext": pod_security_context(),
-        "serviceAccountName": names.trainer_account_name(run.metadata.name) if own_account
-        else run.spec.job.service_account_name,
-        "volumes": volumes,
-    }
+    pod = trainer_pod(run, container, volumes)
     return _stage_job(run, stages.PUBLISH, pod, run.spec.job.backoff_limit, contract.NON_RETRYABLE_EXIT_CODES)
