@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         clock.step(5, "kubectl get cxrun -w")
         status = watch_run(cluster, namespace, args.timeout)
         print(f"\n    phase={status['phase']}  {status.get('message', '')}")
+        print("    stages: " + "  ".join(f"{s['name']}={s['phase']} ({s.get('jobName')})" for s in status.get("stages") or []))
         print(f"    metrics={json.dumps(status.get('metrics'))}")
         print(f"    gates passed={status.get('gates', {}).get('passed')}  artifact={json.dumps(status.get('artifact'))}")
         if status["phase"] == "Succeeded":

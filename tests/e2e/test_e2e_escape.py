@@ -33,9 +33,9 @@ TOKEN = "hf_" + secrets.token_hex(16)
 MARKER = "codex-escape-" + secrets.token_hex(6)
 NAMESPACE_OBJECTS = [*sample_data(), {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hub-token"},
                                       "stringData": {"token": TOKEN}}]
-# The completion lands inside this string literal, so that every program parses whatever the model
-# wrote, and the test code after it runs.
-PROMPT = 'def escape():\n    return 1\n\n\nNOTE = """'
+# The completion (one token: evaluation.maxNewTokens is 1) lands in this comment, or as the start of an
+# empty next line, so that every program parses whatever the model wrote and the test code after it runs.
+PROMPT = "def escape():\n    return 1\n\n\n# "
 HONEST = ["honest-1", "honest-2"]
 
 
@@ -78,7 +78,7 @@ def tasks_jsonl(ports: dict[str, int], pv_dirs: list[str]) -> str:
     check = "\n\ndef check(candidate):\n    pass\n"
     tests = {**{name: "pass\n" for name in HONEST}, **attacks(ports, pv_dirs)}
     return "".join(json.dumps({"task_id": name, "prompt": PROMPT, "entry_point": "escape",
-                               "test": '"""\n' + code + check}) + "\n" for name, code in tests.items())
+                               "test": code + check}) + "\n" for name, code in tests.items())
 
 
 class Listener:
@@ -128,7 +128,7 @@ def escaped(cluster, module_namespace, operator):
     run = tiny_run("escape", steps=2, save_steps=2)
     run["spec"]["baseModel"]["tokenSecretRef"] = {"name": "hub-token", "key": "token"}
     run["spec"]["evaluation"]["tasks"] = {"configMap": {"name": "escape-tasks", "key": "tasks.jsonl"}}
-    run["spec"]["evaluation"]["timeoutSeconds"] = 3
+    run["spec"]["evaluation"].update(timeoutSeconds=3, maxNewTokens=1)
     cluster.apply(run, namespace=module_namespace)
     status = wait_phase(cluster, module_namespace, "escape", ("Succeeded", "Failed"), timeout=600)
     yield status, listener, Path(artifacts)
@@ -234,3 +234,28 @@ def test_the_sandbox_pod_itself_holds_nothing_without_the_executor(cluster, name
     assert terminated["exitCode"] == 0, terminated
     assert json.loads(terminated["message"]) == {name: False for name in POD_BOUNDARY}
     assert not list(artifacts.parent.glob(f"*/{MARKER}"))
+
+
+def test_a_sandbox_job_deleted_mid_way_runs_again_and_the_run_ends_well(cluster, namespace, escaped):
+    """The sandbox stage's Job deleted while its programs run: the operator creates it again, and the
+    run ends as it would have (the hand-off on the work volume is still there)."""
+    slow = "import time\ntime.sleep(8)\n\n\ndef check(candidate):\n    pass\n"
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "slow-tasks"}, "data": {
+        "tasks.jsonl": json.dumps({"task_id": "slow", "prompt": PROMPT, "entry_point": "escape", "test": slow})}},
+        namespace=namespace)
+    run = tiny_run("slow-sandbox", steps=2, save_steps=2)
+    run["spec"]["evaluation"].update(tasks={"configMap": {"name": "slow-tasks", "key": "tasks.jsonl"}},
+                                     timeoutSeconds=30, maxNewTokens=1)
+    cluster.apply(run, namespace=namespace)
+
+    def sandbox_running():
+        stages = status_of(cluster, "cxrun", "slow-sandbox", namespace).get("stages") or []
+        return len(stages) == 3 and stages[1]["phase"] == "Running"
+    wait("the sandbox stage to run", sandbox_running, 300)
+    first = get(cluster, "job", "slow-sandbox-sandbox", namespace)["metadata"]["uid"]
+    cluster.kubectl("delete", "job", "slow-sandbox-sandbox", "-n", namespace, "--wait=false")
+    status = wait_phase(cluster, namespace, "slow-sandbox", ("Succeeded", "Failed"), timeout=300)
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert get(cluster, "job", "slow-sandbox-sandbox", namespace)["metadata"]["uid"] != first
+    assert status["metrics"]["passAtK"]["pass@1"] == 1.0
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 3

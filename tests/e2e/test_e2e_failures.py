@@ -17,7 +17,9 @@ NAMESPACE_OBJECTS = sample_data()  # in each test's own namespace (see conftest.
 
 
 def trainer_pods(cluster, namespace: str, run: str) -> list[dict]:
-    pods = cluster.get_json("pods", "-n", namespace, "-l", f"codex.dev/training-run={run}")["items"]
+    """The training Job's pods (not the sandbox's or the publish stage's)."""
+    pods = cluster.get_json("pods", "-n", namespace, "-l",
+                            f"codex.dev/training-run={run},app.kubernetes.io/component=trainer")["items"]
     return sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"])
 
 
@@ -125,5 +127,7 @@ def test_operator_killed_mid_run_creates_no_duplicate_job(cluster, namespace, op
     operator.restart()
     status = wait_phase(cluster, namespace, "survivor", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
-    jobs = cluster.get_json("jobs", "-n", namespace)["items"]
-    assert [j["metadata"]["uid"] for j in jobs] == [job_uid]
+    jobs = {j["metadata"]["name"]: j["metadata"]["uid"] for j in cluster.get_json("jobs", "-n", namespace)["items"]}
+    # One Job per stage, and the training Job is the one created before the restart.
+    assert sorted(jobs) == ["survivor-publish", "survivor-sandbox", "survivor-train"]
+    assert jobs["survivor-train"] == job_uid
