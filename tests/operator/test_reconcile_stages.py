@@ -168,3 +168,9 @@ def test_a_finished_run_whose_later_jobs_were_cleaned_up_starts_nothing():
     kube, status, calls = reconcile(ended, [job(stages.TRAIN, "Complete")],
                                     [pod(stages.TRAIN, "terminated", message=TRAINED)])
     assert not any(c[1] == "Job" for c in calls) and status["phase"] == "Succeeded"
+
+
+def test_a_training_job_saving_its_hand_off_reads_as_evaluating_not_pushing():
+    body = run_body(progress={"stage": "save"})
+    _, status, _ = reconcile(body, [job(stages.TRAIN)], [pod(stages.TRAIN, "running")])
+    assert (status["phase"], status["stages"][0]["phase"]) == ("Evaluating", "Running")

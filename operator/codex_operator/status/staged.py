@@ -58,6 +58,8 @@ def staged_outcome(train: Mapping[str, Any], train_pods: Pods, later: StageJobs,
                    phase_of: Callable[[Mapping[str, Any], Pods], Outcome]) -> Staged:
     """The run's outcome from its stages in order; ``phase_of(job, pods)`` reads one Job."""
     trained = phase_of(train, train_pods)
+    if trained[0] == "Pushing":  # the training Job saves the adapter and the hand-off; publishing comes later
+        trained = ("Evaluating", reasons.EVALUATING, "saving the adapter and the completions for the sandbox")
     if trained[0] != "Succeeded":
         return Staged(trained, [_entry(stages.TRAIN, train, trained[0], trained[2]),
                                 _entry(stages.SANDBOX, None, "Pending"), _entry(stages.PUBLISH, None, "Pending")],
