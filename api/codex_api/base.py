@@ -45,6 +45,14 @@ class Rule:
         return entry
 
 
+class RuleError(ValueError):
+    """A broken :class:`Rule`; ``field`` (its CEL fieldPath) is where the error points, as on the apiserver."""
+
+    def __init__(self, message: str, field: str | None):
+        super().__init__(message)
+        self.field = field
+
+
 def _add_rules(schema: dict[str, Any], cls: type) -> None:
     rules: tuple[Rule, ...] = getattr(cls, "__rules__", ())
     if rules:
@@ -68,7 +76,7 @@ class ApiModel(BaseModel):
     def _check_rules(self) -> "ApiModel":
         for rule in type(self).__rules__:
             if not rule.transition and not rule.check(self):
-                raise ValueError(rule.message)
+                raise RuleError(rule.message, rule.field)
         return self
 
     def to_wire(self) -> dict[str, Any]:
@@ -144,5 +152,9 @@ def format_validation_error(error: ValidationError, root: str = "spec") -> SpecE
         for prefix in ("Value error, ", "Assertion failed, "):
             if message.startswith(prefix):
                 message = message[len(prefix):]
-        problems.append(f"{_loc_to_path(root, item['loc'])}: {message}")
+        loc = tuple(item["loc"])
+        broken = (item.get("ctx") or {}).get("error")
+        if isinstance(broken, RuleError) and broken.field:
+            loc += tuple(broken.field.split("."))  # the field the rule is about, as CEL's fieldPath names it
+        problems.append(f"{_loc_to_path(root, loc)}: {message}")
     return SpecError(problems)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, exactly_one_rule
 
@@ -16,7 +17,17 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A Hub repo id: "name" or "namespace/name".
 HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
-ABSOLUTE_PATH_PATTERN = r"^/.*$"
+# An absolute path inside a volume: "/" or "/a/b", no empty segment, no control character.
+# A ".." segment is refused by PvcPath's rule (RE2 and pydantic's regex engine have no lookahead).
+ABSOLUTE_PATH_PATTERN = r"^/([^/\x00-\x1f\x7f]+/?)*$"
+# A ConfigMap or Secret data key, as Kubernetes checks it (IsConfigMapKey).
+DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A Hub branch, tag or commit: a git ref's characters, no whitespace or control character.
+REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+# An https URL with no user:password@ in it: credentials come from Secrets, never from a URL.
+HTTPS_URL_PATTERN = r"^https://[^\s/@?#]+(/[^\s]*)?$"
+# A value shaped like a credential (a Hub, OpenAI, GitHub, Slack or AWS token), where a name is expected.
+CREDENTIAL_SHAPE = r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abpr]-|AKIA)[A-Za-z0-9_-]{8,}"
 
 # Keys that would carry a credential inline. They are refused with a pointer to the
 # Secret reference instead of the generic "extra inputs are not permitted".
@@ -33,8 +44,24 @@ def refuse_inline_secrets(data: Any, ref_field: str) -> Any:
     return data
 
 
+def _no_parent_segment(path: str) -> bool:
+    return not re.search(r"(^|/)\.\.(/|$)", path)
+
+
+def credential_rule(field: str) -> Rule:
+    """Refuse a credential-shaped value in a field that names something (a key, a name)."""
+    return Rule(
+        cel=f"!has(self.{field}) || !self.{field}.matches('{CREDENTIAL_SHAPE}')",
+        message=f"{field} looks like a credential; store the value in a Secret and name its key here",
+        check=lambda m: not re.match(CREDENTIAL_SHAPE, getattr(m, to_snake(field)) or ""),
+        field=field,
+    )
+
+
 class SecretKeyRef(ApiModel):
     """A key in a Secret in the object's namespace."""
+
+    __rules__ = (credential_rule("key"),)
 
     name: str = Field(
         description="name is the Secret's name, in the same namespace as the object.",
@@ -44,26 +71,40 @@ class SecretKeyRef(ApiModel):
     key: str = Field(
         "token",
         description="key is the key within the Secret that holds the value. Defaults to \"token\".",
-        min_length=1,
+        min_length=1, max_length=253, pattern=DATA_KEY_PATTERN,
     )
 
 
 class ConfigMapKeyRef(ApiModel):
     """A key in a ConfigMap in the object's namespace."""
 
-    name: str = Field(description="name is the ConfigMap's name, in the same namespace.", pattern=NAME_PATTERN)
-    key: str = Field(description="key is the ConfigMap data key that holds the records.", min_length=1)
+    __rules__ = (credential_rule("key"),)
+
+    name: str = Field(description="name is the ConfigMap's name, in the same namespace.", pattern=NAME_PATTERN,
+                      max_length=253)
+    key: str = Field(description="key is the ConfigMap data key that holds the records.", min_length=1,
+                     max_length=253, pattern=DATA_KEY_PATTERN)
 
 
 class PvcPath(ApiModel):
     """A path on a PersistentVolumeClaim in the object's namespace."""
 
-    claim_name: str = Field(description="claimName is the PersistentVolumeClaim's name.", pattern=NAME_PATTERN)
+    __rules__ = (
+        Rule(
+            cel="!has(self.path) || !self.path.matches('(^|/)[.][.](/|$)')",
+            message="path must stay inside the claim: no '..' segment",
+            check=lambda m: _no_parent_segment(m.path),
+            field="path",
+        ),
+    )
+
+    claim_name: str = Field(description="claimName is the PersistentVolumeClaim's name.", pattern=NAME_PATTERN,
+                            max_length=253)
     path: str = Field(
         "/",
-        description="path is the file or directory inside the claim, as an absolute path from the claim's root. "
-        "Defaults to \"/\", the claim's root.",
-        pattern=ABSOLUTE_PATH_PATTERN,
+        description="path is the file or directory inside the claim, as an absolute path from the claim's root; "
+        "it stays inside the claim (no '..' segment). Defaults to \"/\", the claim's root.",
+        pattern=ABSOLUTE_PATH_PATTERN, max_length=1024,
     )
 
 
@@ -96,7 +137,7 @@ class ModelSource(ApiModel):
         None,
         description="revision is the Hub branch, tag or commit to load. Unset means \"main\". "
         "The resolved commit is recorded in status.lineage.",
-        max_length=255,
+        max_length=255, pattern=REVISION_PATTERN,
     )
     pvc: Optional[PvcPath] = Field(
         None, description="pvc is a directory on a PersistentVolumeClaim holding a transformers checkpoint."
@@ -129,16 +170,18 @@ class DataSource(ApiModel):
     hub: Optional[str] = Field(
         None,
         description="hub is a Hugging Face Hub dataset repo id. Its JSONL/JSON/Parquet data files are read.",
-        pattern=HUB_REPO_PATTERN,
+        pattern=HUB_REPO_PATTERN, max_length=96,
     )
     hub_revision: Optional[str] = Field(
-        None, description="hubRevision is the dataset branch, tag or commit. Unset means \"main\"."
+        None, description="hubRevision is the dataset branch, tag or commit. Unset means \"main\".",
+        max_length=255, pattern=REVISION_PATTERN,
     )
     pvc: Optional[PvcPath] = Field(None, description="pvc is a JSONL file (or a directory of them) on a PVC.")
     url: Optional[str] = Field(
         None,
-        description="url is an https URL of a JSONL file, fetched by the trainer.",
-        pattern=r"^https://[^\s]+$",
+        description="url is an https URL of a JSONL file, fetched by the trainer. It carries no credential "
+        "(no user:password@).",
+        pattern=HTTPS_URL_PATTERN,
         max_length=2048,
     )
     config_map: Optional[ConfigMapKeyRef] = Field(
@@ -193,6 +236,6 @@ class ObjectMeta(ApiModel):
 
     @model_validator(mode="after")
     def _name_is_dns(self) -> "ObjectMeta":
-        if self.name is not None and not re.match(NAME_PATTERN, self.name):
+        if self.name is not None and not re.fullmatch(NAME_PATTERN, self.name):
             raise ValueError(f"name {self.name!r} is not a valid DNS-1123 subdomain")
         return self

@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 
 from . import runtimes
 from .base import ApiModel, Rule, exactly_one_rule
-from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, NAME_PATTERN, QUANTITY_PATTERN, Condition, ModelSource,
-                     ObjectMeta, PvcPath, SecretKeyRef, Toleration, refuse_inline_secrets)
+from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, NAME_PATTERN, QUANTITY_PATTERN, REVISION_PATTERN, Condition,
+                     ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, refuse_inline_secrets)
 
 KIND = "CodexModel"
 PLURAL = "codexmodels"
@@ -24,7 +24,8 @@ class HubAdapter(ApiModel):
     """An adapter in a Hub model repo."""
 
     repo_id: str = Field(description="repoId of the adapter's Hub repo.", pattern=HUB_REPO_PATTERN, max_length=96)
-    revision: str = Field("main", description="revision is a branch, tag or commit. Defaults to \"main\".")
+    revision: str = Field("main", description="revision is a branch, tag or commit. Defaults to \"main\".",
+                          max_length=255, pattern=REVISION_PATTERN)
     token_secret_ref: Optional[SecretKeyRef] = Field(
         None, description="tokenSecretRef names a Secret key with a Hub read token, for private adapter repos."
     )

@@ -62,6 +62,20 @@ MALFORMED = [
     ("from-run-name-and-selector", with_changes(GOOD_MODEL, {"spec.adapter": {"fromTrainingRun": {
         "name": "r1", "selector": {"codex.dev/model": "m"}}}}),
      ["spec.adapter.fromTrainingRun", "exactly one of name or selector must be set"]),
+    # Paths that leave their claim, credentials where a URL or a key name is expected, control characters.
+    ("pvc-path-dotdot", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs/../../etc"}}),
+     ["spec.output.pvc.path", "path must stay inside the claim"]),
+    ("pvc-path-newline", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs\nx"}}),
+     ["spec.output.pvc.path", "should match"]),
+    ("url-with-userinfo", with_changes(GOOD_RUN, {"spec.dataset.source": {"url": "https://u:p@example.com/d.jsonl"}}),
+     ["spec.dataset.source.url", "should match"]),
+    ("token-as-secret-key", with_changes(GOOD_RUN, {"spec.baseModel.tokenSecretRef": {
+        "name": "hf", "key": "hf_abcdefghijklmnopqrstuvwxyz012345"}}),
+     ["spec.baseModel.tokenSecretRef.key", "key looks like a credential"]),
+    ("configmap-key-with-slash", with_changes(GOOD_RUN, {"spec.dataset.source": {"configMap": {"name": "d", "key": "a/b"}}}),
+     ["spec.dataset.source.configMap.key", "should match"]),
+    ("model-revision-with-newline", with_changes(GOOD_MODEL, {"spec.adapter": {"hub": {"repoId": "o/a", "revision": "v1\n"}}}),
+     ["spec.adapter.hub.revision", "should match"]),
 ]
 
 

@@ -119,7 +119,7 @@ def test_a_throwaway_runtime_is_one_entry_and_one_module(tmp_path):
     assert seen["rules"] == [
         "!has(self.runtime) || self.runtime != 'vllm' || !has(self.baseModel) || !has(self.baseModel.embedded)",
         "!has(self.runtime) || self.runtime != 'echo-server' || !has(self.baseModel) || !has(self.baseModel.embedded)"]
-    assert seen["refused"] == "spec: the echo-server runtime cannot load an embedded model; use hub or pvc"
+    assert seen["refused"] == "spec.runtime: the echo-server runtime cannot load an embedded model; use hub or pvc"
     assert seen["registry"] == ["builtin", "echo-server", "vllm"]
     assert (seen["image"], seen["command"]) == ("registry.example/echo:1", ["echo-server"])
 
