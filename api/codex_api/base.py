@@ -68,6 +68,8 @@ class ApiModel(BaseModel):
         extra="forbid",
         json_schema_extra=_add_rules,
         validate_default=True,
+        # As the apiserver's schema does: "100" is not an integer, 1 is not a string.
+        strict=True,
     )
 
     __rules__: ClassVar[tuple[Rule, ...]] = ()

@@ -69,6 +69,13 @@ RUN_CASES = [
     ("secret-key-with-space", "spec.output.hub", {"repoId": "org/m", "tokenSecretRef": {"name": "t", "key": "my key"}},
      "spec.output.hub.tokenSecretRef.key: String should match"),
     ("revision-with-newline", "spec.baseModel", {"hub": "org/m", "revision": "main\n"}, "spec.baseModel.revision: String should match"),
+    # No lax coercion: the schema's types, as the apiserver reads them.
+    ("string-for-integer", "spec.lora", {"r": "16"}, "spec.lora.r: Input should be a valid integer"),
+    ("string-for-number", "spec.training", {"learningRate": "0.0002"}, "spec.training.learningRate: Input should be a valid number"),
+    ("string-for-boolean", "spec.baseModel", {"embedded": "tiny-llama", "trustRemoteCode": "false"},
+     "spec.baseModel.trustRemoteCode: Input should be a valid boolean"),
+    ("float-for-integer", "spec.training", {"maxSteps": 10.5}, "spec.training.maxSteps: Input should be a valid integer"),
+    ("integer-for-string", "spec.resources", {"cpu": 4}, "spec.resources.cpu: Input should be a valid string"),
     ("revision-with-nul", "spec.dataset.source", {"hub": "org/d", "hubRevision": "v1\x00"},
      "spec.dataset.source.hubRevision: String should match"),
 ]

@@ -63,6 +63,10 @@ MALFORMED = [
         "name": "r1", "selector": {"codex.dev/model": "m"}}}}),
      ["spec.adapter.fromTrainingRun", "exactly one of name or selector must be set"]),
     # Paths that leave their claim, credentials where a URL or a key name is expected, control characters.
+    ("string-for-integer", with_changes(GOOD_RUN, {"spec.lora": {"r": "16"}}),
+     ["spec.lora.r", "must be of type integer"]),
+    ("integer-for-string", with_changes(GOOD_RUN, {"spec.resources": {"cpu": 4}}),
+     ["spec.resources.cpu", "must be of type string"]),
     ("pvc-path-dotdot", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs/../../etc"}}),
      ["spec.output.pvc.path", "path must stay inside the claim"]),
     ("pvc-path-newline", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs\nx"}}),
