@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, exactly_one_rule
 
-# A Kubernetes resource quantity such as "500m", "4", "16Gi".
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+# A Kubernetes resource quantity such as "500m", "4", "16Gi", and more than zero: every quantity in the
+# API sizes something (a request, a limit, a volume) for which 0 means nothing.
+QUANTITY_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 # A DNS-1123 subdomain: the names of ConfigMaps, Secrets, PVCs and runs.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A Hub repo id: "name" or "namespace/name".
@@ -26,6 +27,13 @@ DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 # An https URL with no user:password@ in it: credentials come from Secrets, never from a URL.
 HTTPS_URL_PATTERN = r"^https://[^\s/@?#]+(/[^\s]*)?$"
+# A label key (an optional DNS-subdomain prefix and a name) and a label value, as Kubernetes checks them.
+# No backslash: these go into CEL string literals too, where "\." is not an escape. The name part of a key
+# and a value are at most 63 characters; a key at most 317 (a 253-character prefix, "/", 63).
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+MAX_LABELS = 32
 # A value shaped like a credential (a Hub, OpenAI, GitHub, Slack or AWS token), where a name is expected.
 CREDENTIAL_SHAPE = r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abpr]-|AKIA)[A-Za-z0-9_-]{8,}"
 
@@ -46,6 +54,26 @@ def refuse_inline_secrets(data: Any, ref_field: str) -> Any:
 
 def _no_parent_segment(path: str) -> bool:
     return not re.search(r"(^|/)\.\.(/|$)", path)
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]
+
+
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+# A label map (nodeSelector, a selector): values checked by the schema, keys by labels_rule.
+Labels = Annotated[dict[str, LabelValue], Field(max_length=MAX_LABELS)]
+
+
+def labels_rule(field: str) -> Rule:
+    """Every key of the label map ``field`` a label key (the schema checks the values)."""
+    return Rule(
+        cel=f"!has(self.{field}) || self.{field}.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+        message=f"{field}: every key must be a label key: an optional DNS-subdomain prefix and '/', then at most "
+        "63 of [A-Za-z0-9_.-], starting and ending alphanumeric",
+        check=lambda m: all(len(k) <= 317 and re.fullmatch(LABEL_KEY_PATTERN, k)
+                            for k in getattr(m, to_snake(field)) or {}),
+        field=field,
+    )
 
 
 def credential_rule(field: str) -> Rule:

@@ -7,7 +7,7 @@ trainer and the operator without an edit here.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import Field, create_model
 
@@ -73,7 +73,7 @@ class Evaluation(ApiModel):
         DEFAULT_SAMPLES_PER_TASK, description=f"samplesPerTask is n in pass@k. Defaults to {DEFAULT_SAMPLES_PER_TASK}.",
         ge=1, le=200,
     )
-    k: list[int] = Field(
+    k: list[Annotated[int, Field(ge=1, le=200)]] = Field(
         default_factory=lambda: [1], description="k lists the k values reported as pass@k. Defaults to [1].",
         min_length=1, max_length=8,
     )

@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 from . import runtimes
 from .base import ApiModel, Rule, exactly_one_rule
 from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, NAME_PATTERN, QUANTITY_PATTERN, REVISION_PATTERN, Condition,
-                     ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, refuse_inline_secrets)
+                     Labels, ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, labels_rule,
+                     refuse_inline_secrets)
 
 KIND = "CodexModel"
 PLURAL = "codexmodels"
@@ -41,11 +42,12 @@ class FromTrainingRun(ApiModel):
 
     __rules__ = (
         exactly_one_rule("name", "selector"),
+        labels_rule("selector"),
     )
 
     name: Optional[str] = Field(None, description="name of one CodexTrainingRun in this namespace.",
                                 pattern=NAME_PATTERN)
-    selector: Optional[dict[str, str]] = Field(
+    selector: Optional[Labels] = Field(
         None, description="selector picks, among the runs whose labels match, the newest Succeeded run whose gates "
         "passed; a newer passing run rolls the model forward.",
     )
@@ -69,13 +71,15 @@ class Adapter(ApiModel):
 class ModelResources(ApiModel):
     """Compute for each serving pod."""
 
+    __rules__ = (labels_rule("nodeSelector"),)
+
     cpu: Optional[str] = Field(None, description="cpu request and limit, such as \"2\".", pattern=QUANTITY_PATTERN)
     memory: Optional[str] = Field(None, description="memory request and limit, such as \"4Gi\".",
                                   pattern=QUANTITY_PATTERN)
     gpus: int = Field(0, description="gpus per pod. Defaults to 0 (CPU serving, builtin runtime only).", ge=0, le=16)
     gpu_resource_name: str = Field("nvidia.com/gpu", description="gpuResourceName is the extended resource that "
                                    "counts GPUs. Defaults to \"nvidia.com/gpu\".")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector for the pods. Defaults to "
+    node_selector: Labels = Field(default_factory=dict, description="nodeSelector for the pods. Defaults to "
                                           "{}.")
     tolerations: list[Toleration] = Field(default_factory=list, description="tolerations for the pods. Defaults to "
                                           "[].")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, at_most_one, at_most_one_rule
-from .common import (NAME_PATTERN, QUANTITY_PATTERN, DataSource, ModelSource, ObjectMeta, PvcPath, SecretKeyRef,
-                     Toleration, refuse_inline_secrets)
+from .common import (NAME_PATTERN, QUANTITY_PATTERN, DataSource, Labels, ModelSource, Name, ObjectMeta, PvcPath,
+                     SecretKeyRef, Toleration, labels_rule, refuse_inline_secrets)
 from .evaluation import Evaluation
 # The evaluation and status types live in their own modules; they are imported here too so that
 # ``from codex_api.training_run import Gates`` (and the rest) keeps working for every importer.
@@ -54,7 +54,7 @@ class Lora(ApiModel):
     r: int = Field(16, description="r is the LoRA rank, at least 1. Defaults to 16.", ge=1, le=1024)
     alpha: int = Field(32, description="alpha is the LoRA scaling numerator. Defaults to 32.", ge=1)
     dropout: float = Field(0.05, description="dropout on the LoRA inputs, in [0, 1). Defaults to 0.05.", ge=0, lt=1)
-    target_modules: list[str] = Field(
+    target_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]] = Field(
         default_factory=lambda: ["all-linear"],
         description="targetModules are the module names that get adapters, or [\"all-linear\"] for every linear "
         "layer but the output head. Defaults to [\"all-linear\"].",
@@ -126,6 +126,8 @@ class Training(ApiModel):
 class Resources(ApiModel):
     """Compute for the training Job."""
 
+    __rules__ = (labels_rule("nodeSelector"),)
+
     nodes: int = Field(1, description="nodes is the number of pods (torchrun nodes). Defaults to 1.", ge=1, le=512)
     gpus_per_node: int = Field(1, description="gpusPerNode is the GPUs each pod asks for. Defaults to 1.", ge=0, le=16)
     gpu_resource_name: str = Field(
@@ -137,7 +139,7 @@ class Resources(ApiModel):
     memory: Optional[str] = Field(
         None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: Labels = Field(
         default_factory=dict, description="nodeSelector constrains the pods to nodes with these labels. Defaults to {}."
     )
     tolerations: list[Toleration] = Field(
@@ -212,7 +214,7 @@ class JobSettings(ApiModel):
         None, description="serviceAccountName runs the trainer as this ServiceAccount instead of the per-run one "
         "the operator creates (which may patch only this run's status).", pattern=NAME_PATTERN,
     )
-    image_pull_secrets: list[str] = Field(
+    image_pull_secrets: list[Name] = Field(
         default_factory=list, description="imagePullSecrets are Secret names for pulling the image. Defaults to [].",
         max_length=16,
     )

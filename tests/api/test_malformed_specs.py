@@ -69,6 +69,18 @@ RUN_CASES = [
     ("secret-key-with-space", "spec.output.hub", {"repoId": "org/m", "tokenSecretRef": {"name": "t", "key": "my key"}},
      "spec.output.hub.tokenSecretRef.key: String should match"),
     ("revision-with-newline", "spec.baseModel", {"hub": "org/m", "revision": "main\n"}, "spec.baseModel.revision: String should match"),
+    # Empty or zero values that mean nothing, and what only a child object's validation would refuse.
+    ("k-zero", "spec.evaluation", {"samplesPerTask": 2, "k": [0]}, "spec.evaluation.k[0]: Input should be greater than or equal to 1"),
+    ("checkpoint-size-zero", "spec.checkpointing", {"size": "0Gi"}, "spec.checkpointing.size: String should match"),
+    ("cpu-zero", "spec.resources", {"cpu": "0"}, "spec.resources.cpu: String should match"),
+    ("empty-pull-secret", "spec.job", {"imagePullSecrets": [""]}, "spec.job.imagePullSecrets[0]: String should match"),
+    ("empty-target-module", "spec.lora", {"targetModules": [""]}, "spec.lora.targetModules[0]: String should match"),
+    ("node-selector-bad-key", "spec.resources", {"nodeSelector": {"bad key": "x"}},
+     "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
+    ("node-selector-long-value", "spec.resources", {"nodeSelector": {"zone": "a" * 64}},
+     "spec.resources.nodeSelector.zone: String should have at most 63 characters"),
+    ("node-selector-long-key-name", "spec.resources", {"nodeSelector": {"example.com/" + "k" * 64: "v"}},
+     "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
     # No lax coercion: the schema's types, as the apiserver reads them.
     ("string-for-integer", "spec.lora", {"r": "16"}, "spec.lora.r: Input should be a valid integer"),
     ("string-for-number", "spec.training", {"learningRate": "0.0002"}, "spec.training.learningRate: Input should be a valid number"),
@@ -89,6 +101,11 @@ MODEL_CASES = [
     ("vllm-embedded", "spec.runtime", "vllm", "spec.runtime: the vllm runtime cannot load an embedded model"),
     ("from-run-name-and-selector", "spec.adapter", {"fromTrainingRun": {"name": "a", "selector": {"x": "y"}}},
      "spec.adapter.fromTrainingRun: exactly one of name or selector must be set"),
+    ("selector-bad-value", "spec.adapter", {"fromTrainingRun": {"selector": {"codex.dev/model": "a b"}}},
+     "spec.adapter.fromTrainingRun.selector.codex.dev/model: String should match"),
+    ("model-memory-zero", "spec.resources", {"memory": "0"}, "spec.resources.memory: String should match"),
+    ("model-node-selector-bad-key", "spec.resources", {"nodeSelector": {"-x": "y"}},
+     "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
     ("bad-service-type", "spec.service", {"type": "Ingress"}, "spec.service.type: Input should be"),
 ]
 
