@@ -34,6 +34,8 @@ LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-
                      r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 MAX_LABELS = 32
+# A container image reference: no whitespace or control character.
+IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 # A value shaped like a credential (a Hub, OpenAI, GitHub, Slack or AWS token), where a name is expected.
 CREDENTIAL_SHAPE = r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abpr]-|AKIA)[A-Za-z0-9_-]{8,}"
 
@@ -220,11 +222,13 @@ class DataSource(ApiModel):
 class Toleration(ApiModel):
     """A pod toleration, as in core/v1."""
 
-    key: Optional[str] = Field(None, description="key is the taint key the toleration applies to.")
+    key: Optional[str] = Field(None, description="key is the taint key the toleration applies to.", max_length=317,
+                               pattern=LABEL_KEY_PATTERN)
     operator: Literal["Exists", "Equal"] = Field(
         "Equal", description="operator is Exists or Equal. Defaults to Equal."
     )
-    value: Optional[str] = Field(None, description="value is the taint value the toleration matches.")
+    value: Optional[str] = Field(None, description="value is the taint value the toleration matches.", max_length=63,
+                                 pattern=LABEL_VALUE_PATTERN)
     effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
         None, description="effect is the taint effect to match. Unset matches all effects."
     )

@@ -47,9 +47,9 @@ class Sandbox(ApiModel):
         pattern=NAME_PATTERN, max_length=253,
     )
     cpu: str = Field("2", description="cpu request and limit of the sandbox pod; the programs run on that many "
-                     "processes. Defaults to \"2\".", pattern=QUANTITY_PATTERN)
+                     "processes. Defaults to \"2\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: str = Field("4Gi", description="memory request and limit of the sandbox pod. Defaults to \"4Gi\".",
-                        pattern=QUANTITY_PATTERN)
+                        pattern=QUANTITY_PATTERN, max_length=64)
 
 
 class Evaluation(ApiModel):

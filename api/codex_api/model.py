@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 
 from . import runtimes
 from .base import ApiModel, Rule, exactly_one_rule
-from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, NAME_PATTERN, QUANTITY_PATTERN, REVISION_PATTERN, Condition,
-                     Labels, ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, labels_rule,
+from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, IMAGE_PATTERN, LABEL_KEY_PATTERN, NAME_PATTERN,
+                     QUANTITY_PATTERN, REVISION_PATTERN, Condition, Labels, ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, labels_rule,
                      refuse_inline_secrets)
 
 KIND = "CodexModel"
@@ -46,7 +46,7 @@ class FromTrainingRun(ApiModel):
     )
 
     name: Optional[str] = Field(None, description="name of one CodexTrainingRun in this namespace.",
-                                pattern=NAME_PATTERN)
+                                pattern=NAME_PATTERN, max_length=253)
     selector: Optional[Labels] = Field(
         None, description="selector picks, among the runs whose labels match, the newest Succeeded run whose gates "
         "passed; a newer passing run rolls the model forward.",
@@ -73,12 +73,13 @@ class ModelResources(ApiModel):
 
     __rules__ = (labels_rule("nodeSelector"),)
 
-    cpu: Optional[str] = Field(None, description="cpu request and limit, such as \"2\".", pattern=QUANTITY_PATTERN)
+    cpu: Optional[str] = Field(None, description="cpu request and limit, such as \"2\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: Optional[str] = Field(None, description="memory request and limit, such as \"4Gi\".",
-                                  pattern=QUANTITY_PATTERN)
+                                  pattern=QUANTITY_PATTERN, max_length=64)
     gpus: int = Field(0, description="gpus per pod. Defaults to 0 (CPU serving, builtin runtime only).", ge=0, le=16)
     gpu_resource_name: str = Field("nvidia.com/gpu", description="gpuResourceName is the extended resource that "
-                                   "counts GPUs. Defaults to \"nvidia.com/gpu\".")
+                                   "counts GPUs. Defaults to \"nvidia.com/gpu\".", max_length=317,
+                                   pattern=LABEL_KEY_PATTERN)
     node_selector: Labels = Field(default_factory=dict, description="nodeSelector for the pods. Defaults to "
                                           "{}.")
     tolerations: list[Toleration] = Field(default_factory=list, description="tolerations for the pods. Defaults to "
@@ -171,7 +172,8 @@ class CodexModelSpec(ApiModel):
     autoscaling: Optional[Autoscaling] = Field(None, description="autoscaling adds an HPA and overrides replicas.")
     server: Server = Field(default_factory=Server, description="server configures the inference server.")
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="service exposes the pods.")
-    image: Optional[str] = Field(None, description="image overrides the runtime's default image.", max_length=512)
+    image: Optional[str] = Field(None, description="image overrides the runtime's default image.", max_length=512,
+                                 pattern=IMAGE_PATTERN)
 
 
 class ServedAdapter(ApiModel):

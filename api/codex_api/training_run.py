@@ -8,7 +8,8 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, at_most_one, at_most_one_rule
-from .common import (NAME_PATTERN, QUANTITY_PATTERN, DataSource, Labels, ModelSource, Name, ObjectMeta, PvcPath,
+from .common import (IMAGE_PATTERN, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
+                     REVISION_PATTERN, DataSource, Labels, ModelSource, Name, ObjectMeta, PvcPath,
                      SecretKeyRef, Toleration, labels_rule, refuse_inline_secrets)
 from .evaluation import Evaluation
 # The evaluation and status types live in their own modules; they are imported here too so that
@@ -133,11 +134,11 @@ class Resources(ApiModel):
     gpu_resource_name: str = Field(
         "nvidia.com/gpu",
         description="gpuResourceName is the extended resource that counts GPUs. Defaults to \"nvidia.com/gpu\".",
-        max_length=253,
+        max_length=317, pattern=LABEL_KEY_PATTERN,
     )
-    cpu: Optional[str] = Field(None, description="cpu request and limit per pod, such as \"8\".", pattern=QUANTITY_PATTERN)
+    cpu: Optional[str] = Field(None, description="cpu request and limit per pod, such as \"8\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: Optional[str] = Field(
-        None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN
+        None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN, max_length=64
     )
     node_selector: Labels = Field(
         default_factory=dict, description="nodeSelector constrains the pods to nodes with these labels. Defaults to {}."
@@ -158,14 +159,15 @@ class Checkpointing(ApiModel):
 
     claim_name: Optional[str] = Field(
         None, description="claimName is an existing PVC for checkpoints. Unset with size unset means an emptyDir, "
-        "which survives container restarts but not pod retries.", pattern=NAME_PATTERN,
+        "which survives container restarts but not pod retries.", pattern=NAME_PATTERN, max_length=253,
     )
     size: Optional[str] = Field(
         None, description="size asks the operator to create a PVC of this size, owned by the run.",
-        pattern=QUANTITY_PATTERN,
+        pattern=QUANTITY_PATTERN, max_length=64,
     )
     storage_class_name: Optional[str] = Field(
-        None, description="storageClassName for the PVC the operator creates. Unset uses the cluster default."
+        None, description="storageClassName for the PVC the operator creates. Unset uses the cluster default.",
+        pattern=NAME_PATTERN, max_length=253,
     )
     save_steps: int = Field(100, description="saveSteps is the checkpoint interval in optimizer steps. Defaults to 100.",
                             ge=1)
@@ -183,7 +185,8 @@ class HubDestination(ApiModel):
     repo_id: str = Field(description="repoId is \"namespace/name\" of the model repo; created if missing.",
                          pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=96)
     private: bool = Field(True, description="private creates the repo as private. Defaults to true.")
-    branch: str = Field("main", description="branch receives the commit. Defaults to \"main\".", max_length=255)
+    branch: str = Field("main", description="branch receives the commit. Defaults to \"main\".", max_length=255,
+                        pattern=REVISION_PATTERN)
     token_secret_ref: SecretKeyRef = Field(
         description="tokenSecretRef names the Secret key holding a Hub write token. The token is passed to the "
         "trainer as HF_TOKEN by reference and never copied into the run."
@@ -209,10 +212,10 @@ class JobSettings(ApiModel):
     """How the training Job is run."""
 
     image: Optional[str] = Field(None, description="image overrides the operator's default trainer image.",
-                                 max_length=512)
+                                 max_length=512, pattern=IMAGE_PATTERN)
     service_account_name: Optional[str] = Field(
         None, description="serviceAccountName runs the trainer as this ServiceAccount instead of the per-run one "
-        "the operator creates (which may patch only this run's status).", pattern=NAME_PATTERN,
+        "the operator creates (which may patch only this run's status).", pattern=NAME_PATTERN, max_length=253,
     )
     image_pull_secrets: list[Name] = Field(
         default_factory=list, description="imagePullSecrets are Secret names for pulling the image. Defaults to [].",
@@ -231,7 +234,7 @@ class JobSettings(ApiModel):
     )
     queue_name: Optional[str] = Field(
         None, description="queueName submits the Job to this Kueue LocalQueue; the Job is created suspended and "
-        "Kueue admits it.", max_length=63,
+        "Kueue admits it.", max_length=63, pattern=LABEL_VALUE_PATTERN,
     )
     suspend: bool = Field(False, description="suspend creates (or keeps) the Job suspended. Defaults to false.")
 

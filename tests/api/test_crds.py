@@ -102,3 +102,24 @@ def test_api_reference_is_current(repo_root):
     from codex_api import reference
 
     assert (repo_root / "docs" / "api-reference.md").read_text() == reference.render(), "run `make reference`"
+
+
+def _unbounded_strings(schema, path):
+    """Every string under ``schema`` without a bound and a character class (an enum is both)."""
+    found = []
+    if schema.get("type") == "string" and "enum" not in schema and not (
+            "maxLength" in schema and ("pattern" in schema or "format" in schema)):
+        found.append(path)
+    for name, sub in (schema.get("properties") or {}).items():
+        found += _unbounded_strings(sub, f"{path}.{name}")
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(schema.get(key), dict):
+            found += _unbounded_strings(schema[key], path + suffix)
+    return found
+
+
+@pytest.mark.parametrize("builder", [crdgen.training_run_crd, crdgen.model_crd], ids=["run", "model"])
+def test_every_spec_string_has_a_bound_and_a_character_class(builder):
+    """No NUL, CR or LF stored and rendered into a child, and no field stopped only by the request size limit."""
+    spec = builder()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert _unbounded_strings(spec, "spec") == []

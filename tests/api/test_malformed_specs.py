@@ -81,6 +81,12 @@ RUN_CASES = [
      "spec.resources.nodeSelector.zone: String should have at most 63 characters"),
     ("node-selector-long-key-name", "spec.resources", {"nodeSelector": {"example.com/" + "k" * 64: "v"}},
      "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
+    ("image-with-newline", "spec.job", {"image": "repo/trainer:1\nx"}, "spec.job.image: String should match"),
+    ("toleration-bad-key", "spec.resources", {"tolerations": [{"key": "a b", "operator": "Exists"}]},
+     "spec.resources.tolerations[0].key: String should match"),
+    ("queue-name-bad", "spec.job", {"queueName": "team queue"}, "spec.job.queueName: String should match"),
+    ("branch-with-space", "spec.output.hub", {"repoId": "org/m", "branch": "my branch", "tokenSecretRef": {"name": "t"}},
+     "spec.output.hub.branch: String should match"),
     # No lax coercion: the schema's types, as the apiserver reads them.
     ("string-for-integer", "spec.lora", {"r": "16"}, "spec.lora.r: Input should be a valid integer"),
     ("string-for-number", "spec.training", {"learningRate": "0.0002"}, "spec.training.learningRate: Input should be a valid number"),
