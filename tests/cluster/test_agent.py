@@ -53,6 +53,17 @@ def _wait_status(cluster, namespace: str, name: str, predicate, what: str, timeo
         lambda pod: pod if predicate(pod) else None)(cluster.get_json(f"pod/{name}", "-n", namespace)), timeout)
 
 
+def _report_of(cluster, namespace: str, pod: dict) -> dict:
+    """Run ``pod`` to its end; the JSON report its container wrote as termination message (exit 0 asserted)."""
+    name = pod["metadata"]["name"]
+    cluster.apply(pod, namespace=namespace)
+    done = _wait_status(cluster, namespace, name, lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+                        "finish")
+    terminated = _container(done)["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    return json.loads(terminated["message"])
+
+
 def _container(pod: dict) -> dict:
     return (pod["status"].get("containerStatuses") or [{}])[0]
 
@@ -297,12 +308,7 @@ def test_empty_dir_over_tmp_keeps_python_and_home(cluster, cluster_namespace):
         "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
         "volumes": [{"name": "tmp", "emptyDir": {}}]}}
-    cluster.apply(pod, namespace=ns)
-    done = _wait_status(cluster, ns, "hardened", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
-                        "finish")
-    terminated = _container(done)["state"]["terminated"]
-    assert terminated["exitCode"] == 0, terminated
-    report = json.loads(terminated["message"])
+    report = _report_of(cluster, ns, pod)
     assert report["home_writable"] and report["uid"] == 1000
     assert "scratch" in report["tmp"]
 
@@ -331,12 +337,7 @@ def test_read_only_root_filesystem_leaves_only_the_volumes_and_home_writable(clu
         "containers": [{"name": "main", "image": TRAINER, "command": ["python", "-c", script],
                         "securityContext": security, "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
         "volumes": [{"name": "scratch", "emptyDir": {}}]}}
-    cluster.apply(pod, namespace=ns)
-    done = _wait_status(cluster, ns, "read-only-root", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
-                        "finish")
-    terminated = _container(done)["state"]["terminated"]
-    assert terminated["exitCode"] == 0, terminated
-    report = json.loads(terminated["message"])
+    report = _report_of(cluster, ns, pod)
     assert report == {"scratch": "ok", "home": "ok", "state": "Read-only file system",
                       "var_tmp": "Read-only file system", "dev_shm": "Read-only file system",
                       "root": "Read-only file system"}
