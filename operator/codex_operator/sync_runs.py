@@ -8,6 +8,7 @@ should be, and writes only the difference.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
@@ -22,8 +23,9 @@ from .builders.rbac import build_trainer_rbac
 from .builders.service import build_workers_service
 from .builders.stages import build_sandbox_network_policy, build_work_pvc
 from .conditions import find_condition
-from .k8s import NORMAL, URGENT, NotOwnedError
+from .k8s import NORMAL, URGENT, ApiError, NotOwnedError
 from .state import Key, OperatorState
+from .refusals import refusal
 from .specs import RunView
 from .stages import advance, follow_sandbox, run_jobs
 from .status import RUN_OWNED_FIELDS, StageJobs, compute_run_status
@@ -210,6 +212,21 @@ def needs_children(job: Optional[dict[str, Any]], stored: dict[str, Any]) -> boo
     return job is None or not stored.get("jobName")
 
 
+async def sync_children(state: OperatorState, key: Key, run: dict[str, Any], view: RunView,
+                        job: Optional[dict[str, Any]], stored: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Chain]:
+    """Create the run's Job path, or apply what a live Job can take of a changed spec; the training Job
+    and the RBAC chain still to apply."""
+    if needs_children(job, stored):
+        with metrics.CHILDREN_SECONDS.time():
+            return await create_job_path(state, key, run, view.run(run))
+    if job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
+        # The spec changed since status last described it: apply what a live Job can take.
+        parsed = view.run(run)
+        await apply_spec_configmap(state, parsed, run)
+        await patch_job_fields(state, parsed, job)
+    return job, []
+
+
 async def reconcile_run(state: OperatorState, key: Key) -> None:
     """Bring one run's children and status in line with its spec (no API call when they are)."""
     _, namespace, name = key
@@ -220,16 +237,16 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
     stored = state.stored_status(key, run)
     view = run_view(state, key, run)
     if view.invalid is None:
-        if needs_children(job, stored):
-            with metrics.CHILDREN_SECONDS.time():
-                job, grants = await create_job_path(state, key, run, view.run(run))
-                view = view.kept()  # the parsed run stays out of the wait for the RBAC
-                await apply_chain(state, grants, run["metadata"]["uid"], NORMAL)
-        elif job is not None and stored.get("observedGeneration") != run["metadata"].get("generation"):
-            # The spec changed since status last described it: apply what a live Job can take.
-            parsed = view.run(run)
-            await apply_spec_configmap(state, parsed, run)
-            await patch_job_fields(state, parsed, job)
+        try:
+            job, grants = await sync_children(state, key, run, view, job, stored)
+            view = view.kept()  # the parsed run stays out of the wait for the RBAC
+            await apply_chain(state, grants, run["metadata"]["uid"], NORMAL)
+        except ApiError as error:
+            refused = refusal(error)
+            if refused is None:
+                raise
+            view = dataclasses.replace(view.kept(), invalid=refused)
+            state.record(key).view = view
     indexed = state.views.pod_index.get((namespace, name))
 
     def pods_of(stage_job: Optional[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -166,3 +166,28 @@ def test_a_stable_run_costs_no_call():
     kube.calls.clear()
     calls, _ = reconcile(kube, views(runs=[settled], jobs=[kube.store[JOB]]))
     assert calls == []
+
+
+def test_a_job_the_apiserver_refuses_is_invalid_spec_naming_the_spec_field_and_not_retried():
+    body = run_body()
+    kube = fake(body)
+    kube.failures[("create", *JOB)] = ApiError(422, "Invalid", 'Job.batch "codex-demo-train" is invalid: '
+                                               'spec.template.spec.nodeSelector: Invalid value: "x": a label key')
+    state = make_state(kube, views(runs=[body]))
+
+    async def go():
+        await reconcile_run(state, KEY)
+        await asyncio.gather(*state.posting)
+    asyncio.run(go())
+    status = kube.store["CodexTrainingRun", NAME]["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Failed", reasons.INVALID_SPEC)
+    assert ready["message"].startswith("spec.resources.nodeSelector: the apiserver refused an object built from")
+    assert ("create", "Event") in [c[:2] for c in kube.calls]
+    # The same generation again: nothing is sent but what status needs (it is already written).
+    kube.calls.clear()
+    settled = copy.deepcopy(kube.store["CodexTrainingRun", NAME])
+    settled["metadata"]["resourceVersion"] = "11"
+    state.views = views(runs=[settled])
+    asyncio.run(reconcile_run(state, KEY))
+    assert kube.calls == []
