@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from . import runtimes
 from .base import ApiModel, Rule, exactly_one_rule
@@ -148,6 +149,17 @@ def _cannot_load_embedded(runtime: str) -> Rule:
     )
 
 
+def _ignores_setting(runtime: str, setting: str) -> Rule:
+    """The rule that refuses a spec.server setting a runtime does not honour (rather than ignoring it)."""
+    attr = to_snake(setting)
+    return Rule(
+        cel=f"!has(self.runtime) || self.runtime != '{runtime}' || !has(self.server) || !has(self.server.{setting})",
+        message=f"{setting} is not honoured by the {runtime} runtime; remove it or use another runtime",
+        check=lambda m: m.runtime != runtime or attr not in m.server.model_fields_set,
+        field=f"server.{setting}",
+    )
+
+
 class CodexModelSpec(ApiModel):
     """CodexModelSpec is the desired inference deployment."""
 
@@ -159,6 +171,9 @@ class CodexModelSpec(ApiModel):
             field="baseModel",
         ),
         *(_cannot_load_embedded(r.name) for r in runtimes.RUNTIMES if not r.loads_embedded),
+        *(_ignores_setting(r.name, setting) for r in runtimes.RUNTIMES if r.server_settings is not None
+          for setting in sorted(set(Server.model_fields[a].alias or a for a in Server.model_fields)
+                                - r.server_settings)),
     )
 
     base_model: Optional[ModelSource] = Field(

@@ -5,7 +5,8 @@ Everything the API must know about a runtime comes from here, so adding one is a
 it, ``-`` read as ``_``):
 
 - ``CodexModelSpec.runtime``'s enum and description (the CRD, ``kubectl explain``, the reference);
-- the CEL rules that refuse a base model a runtime cannot load (``loads_embedded``);
+- the CEL rules that refuse a base model a runtime cannot load (``loads_embedded``), and a
+  ``spec.server`` setting it does not honour (``server_settings``) instead of ignoring it;
 - the runtime's default image, which the operator uses unless ``--runtime-image NAME=IMAGE``
   or ``spec.image`` says otherwise.
 """
@@ -33,6 +34,8 @@ class Runtime:
     default_image: Optional[str]
     # Whether it can load baseModel.embedded (the models baked into the trainer image).
     loads_embedded: bool
+    # The spec.server settings (wire names) it honours; None: all of them.
+    server_settings: Optional[frozenset[str]] = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -47,7 +50,8 @@ class Runtime:
 # The default runtime comes first.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(name="builtin", description="codex-serve, CPU or GPU", default_image=None, loads_embedded=True),
-    Runtime(name="vllm", description="GPU", default_image=images.VLLM_IMAGE, loads_embedded=False),
+    Runtime(name="vllm", description="GPU", default_image=images.VLLM_IMAGE, loads_embedded=False,
+            server_settings=frozenset({"maxNewTokens", "maxPromptTokens", "maxConcurrency", "apiKeySecretRef"})),
 )
 BY_NAME: dict[str, Runtime] = {runtime.name: runtime for runtime in RUNTIMES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

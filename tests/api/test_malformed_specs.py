@@ -112,6 +112,12 @@ MODEL_CASES = [
     ("model-memory-zero", "spec.resources", {"memory": "0"}, "spec.resources.memory: String should match"),
     ("model-node-selector-bad-key", "spec.resources", {"nodeSelector": {"-x": "y"}},
      "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
+    ("merge-adapter-on-vllm", "spec", {"baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}},
+                                       "runtime": "vllm", "server": {"mergeAdapter": True}},
+     "spec.server.mergeAdapter: mergeAdapter is not honoured by the vllm runtime"),
+    ("mask-secrets-on-vllm", "spec", {"baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}},
+                                      "runtime": "vllm", "server": {"maskSecrets": False}},
+     "spec.server.maskSecrets: maskSecrets is not honoured by the vllm runtime"),
     ("bad-service-type", "spec.service", {"type": "Ingress"}, "spec.service.type: Input should be"),
 ]
 

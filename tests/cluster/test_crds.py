@@ -75,6 +75,10 @@ MALFORMED = [
      ["spec.resources.nodeSelector", "every key must be a label key"]),
     ("selector-bad-value", with_changes(GOOD_MODEL, {"spec.adapter": {"fromTrainingRun": {"selector": {"m": "a b"}}}}),
      ["spec.adapter.fromTrainingRun.selector.m", "should match"]),
+    ("merge-adapter-on-vllm", with_changes(GOOD_MODEL, {"spec": {
+        "baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}}, "runtime": "vllm",
+        "server": {"mergeAdapter": True}}}),
+     ["spec.server.mergeAdapter", "mergeAdapter is not honoured by the vllm runtime"]),
     ("pvc-path-dotdot", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs/../../etc"}}),
      ["spec.output.pvc.path", "path must stay inside the claim"]),
     ("pvc-path-newline", with_changes(GOOD_RUN, {"spec.output.pvc": {"claimName": "a", "path": "/runs\nx"}}),

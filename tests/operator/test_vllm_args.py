@@ -47,6 +47,7 @@ def pvc_model() -> CodexModel:
 def run_model() -> CodexModel:
     obj = example("model.yaml", "CodexModel")
     obj["spec"]["runtime"] = "vllm"
+    obj["spec"]["server"].pop("maskSecrets")  # builtin only: refused on vllm rather than ignored
     obj["spec"]["resources"]["gpus"] = 1
     return parse(CodexModel, obj)
 
