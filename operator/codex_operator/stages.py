@@ -21,6 +21,7 @@ from .conditions import find_condition
 from .k8s import NORMAL
 from .specs import RunView
 from .state import Key, OperatorState
+from .status.run import terminated_state, trainer_state
 from .views import slim_job
 
 KIND = "CodexTrainingRun"
@@ -47,12 +48,8 @@ def succeeded(job: Optional[Mapping[str, Any]]) -> bool:
 
 def termination_message(pods: Iterable[Mapping[str, Any]]) -> Optional[str]:
     """The message of the pod that succeeded (the sandbox's SandboxReport), if one is still there."""
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or ():
-            terminated = (status.get("state") or {}).get("terminated") or {}
-            if status.get("name") == names.TRAINER_CONTAINER and terminated.get("exitCode") == 0:
-                return terminated.get("message") or None
-    return None
+    return next(((terminated_state(p) or {}).get("message") or None for p in pods
+                 if (terminated_state(p) or {}).get("exitCode") == 0), None)
 
 
 async def _create(state: OperatorState, run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -99,16 +96,11 @@ async def follow_sandbox(state: OperatorState, key: Key, jobs: Mapping[str, dict
     """While the sandbox runs, read how far it got from its log, and look again in PROGRESS_SECONDS."""
     sandbox = jobs.get(stages.SANDBOX)
     tracked = state.record(key)
-    running = [p for p in pods_of(sandbox) if _running(p)] if sandbox is not None and stages.PUBLISH not in jobs \
-        else []
+    follow = sandbox is not None and stages.PUBLISH not in jobs
+    running = [p for p in pods_of(sandbox) if trainer_state(p).get("running")] if follow else []
     if not running:
         return
     log = await state.kube.read_log(key[1], running[0]["metadata"]["name"], names.TRAINER_CONTAINER,
                                     PROGRESS_TAIL_LINES)
     tracked.samples = parse_progress(log) or tracked.samples
     state.enqueue_after(key, PROGRESS_SECONDS)
-
-
-def _running(pod: Mapping[str, Any]) -> bool:
-    return any((s.get("state") or {}).get("running") for s in (pod.get("status") or {}).get("containerStatuses") or ()
-               if s.get("name") == names.TRAINER_CONTAINER)

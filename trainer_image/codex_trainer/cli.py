@@ -102,9 +102,9 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from .stages import sandbox_command
+    from .stages import run_sandbox
 
-    return sandbox_command(args.work_dir, args.termination_log)
+    return run_sandbox(args.work_dir, args.termination_log)
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -140,15 +140,9 @@ def _failed(reason: str, code: int) -> tuple[int, str]:
 
 
 def run_sandbox(work_dir: Path, termination_log: Path, stdout: Optional[TextIO] = None) -> int:
-    """The sandbox stage in this process: the message to the termination log, after every program is done."""
-    code, message = sandbox_outcome(work_dir, stdout)
-    write_message(termination_log, message)
-    return code
-
-
-def sandbox_command(work_dir: Path, termination_log: Path) -> int:
-    """``codex-train sandbox``: as PID 1 of its container (:func:`as_init`), or in this process elsewhere."""
-    code, message = as_init(lambda: sandbox_outcome(work_dir))
+    """``codex-train sandbox``: as PID 1 of its container (:func:`as_init`), or in this process elsewhere; the
+    message goes to the termination log after every program is done."""
+    code, message = as_init(lambda: sandbox_outcome(work_dir, stdout))
     write_message(termination_log, message)
     return code
 

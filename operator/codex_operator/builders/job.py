@@ -143,21 +143,10 @@ def _env(run: CodexTrainingRun, cfg: OperatorConfig) -> list[dict[str, Any]]:
 def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
     spec = run.spec
     volumes, mounts = _volumes(run)
-    container: dict[str, Any] = {
-        "name": names.TRAINER_CONTAINER,
-        "image": trainer_image(run, cfg),
-        "command": ["codex-train"],
-        "args": ["run", "--config", str(paths.SPEC_FILE), *(("--stage", stages.TRAIN) if stages.is_staged(spec) else ())],
-        "env": _env(run, cfg),
-        "resources": resource_requirements(spec.resources.cpu, spec.resources.memory, spec.resources.gpus_per_node,
-                                           spec.resources.gpu_resource_name, cfg.trainer_resources),
-        "securityContext": container_security_context(),
-        "terminationMessagePath": str(paths.TERMINATION_MESSAGE_PATH),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts,
-    }
-    if cfg.image_pull_policy:
-        container["imagePullPolicy"] = cfg.image_pull_policy
+    args = ["run", "--config", str(paths.SPEC_FILE), *(("--stage", stages.TRAIN) if stages.is_staged(spec) else ())]
+    container = trainer_container(run, cfg, args, _env(run, cfg), resource_requirements(
+        spec.resources.cpu, spec.resources.memory, spec.resources.gpus_per_node, spec.resources.gpu_resource_name,
+        cfg.trainer_resources), mounts)
     pod = trainer_pod(run, container, volumes)
     if spec.resources.node_selector:
         pod["nodeSelector"] = dict(sorted(spec.resources.node_selector.items()))
@@ -168,6 +157,19 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
     if spec.resources.nodes > 1:
         pod["subdomain"] = names.workers_service_name(run.metadata.name)
     return pod
+
+
+def trainer_container(run: CodexTrainingRun, cfg: OperatorConfig, args: list[str], env: list[dict[str, Any]],
+                      resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trainer image's container, as every stage runs it (``codex-train`` with ``args``)."""
+    container = {"name": names.TRAINER_CONTAINER, "image": trainer_image(run, cfg), "command": ["codex-train"],
+                 "args": args, "env": sorted_env(env), "resources": resources,
+                 "securityContext": container_security_context(),
+                 "terminationMessagePath": str(paths.TERMINATION_MESSAGE_PATH),
+                 "terminationMessagePolicy": "FallbackToLogsOnError", "volumeMounts": mounts}
+    if cfg.image_pull_policy:
+        container["imagePullPolicy"] = cfg.image_pull_policy
+    return container
 
 
 def trainer_pod(run: CodexTrainingRun, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from codex_api import CodexTrainingRun, contract, paths, stages
 
 from .. import names
 from ..config import OperatorConfig, Resources
-from .common import (container_security_context, env_secret, env_value, metadata, pod_security_context,
-                     resource_requirements, sorted_env, volume_name)
+from .common import env_secret, env_value, metadata, pod_security_context, resource_requirements, volume_name
 from .configmap import SPEC_KEY
-from .job import TMP_DIR, WORK_VOLUME, pod_failure_policy, trainer_image, trainer_pod, work_volume
+from .job import (TMP_DIR, WORK_VOLUME, pod_failure_policy, trainer_container, trainer_image, trainer_pod,
+                  work_volume)
 from .pvc import checkpoint_claim_name
 
 # A sandbox pod that fails (OOM-killed, node lost) runs again at most this often.
@@ -59,18 +59,6 @@ def build_sandbox_network_policy(run: CodexTrainingRun) -> dict[str, Any]:
                      "ingress": [], "egress": []}}
 
 
-def _container(run: CodexTrainingRun, cfg: OperatorConfig, args: list[str], env: list[dict[str, Any]],
-               resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
-    container = {"name": names.TRAINER_CONTAINER, "image": trainer_image(run, cfg), "command": ["codex-train"],
-                 "args": args, "env": sorted_env(env), "resources": resources,
-                 "securityContext": container_security_context(),
-                 "terminationMessagePath": str(paths.TERMINATION_MESSAGE_PATH),
-                 "terminationMessagePolicy": "FallbackToLogsOnError", "volumeMounts": mounts}
-    if cfg.image_pull_policy:
-        container["imagePullPolicy"] = cfg.image_pull_policy
-    return container
-
-
 def _stage_job(run: CodexTrainingRun, stage: str, pod: dict[str, Any], backoff_limit: int,
                failing_codes: tuple[int, ...]) -> dict[str, Any]:
     labels = names.run_labels(run.metadata.name, component=stage)
@@ -99,7 +87,7 @@ def build_sandbox_job(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, A
     mounts = [{"name": WORK_VOLUME, "mountPath": str(stages.WORK_DIR), "readOnly": True},
               {"name": "tmp", "mountPath": TMP_DIR}]
     env = [env_value("HOME", TMP_DIR), env_value("TMPDIR", TMP_DIR)]
-    container = _container(run, cfg, ["sandbox"], env, resource_requirements(
+    container = trainer_container(run, cfg, ["sandbox"], env, resource_requirements(
         sandbox.cpu, sandbox.memory, 0, run.spec.resources.gpu_resource_name, Resources()), mounts)
     pod: dict[str, Any] = {
         # No credential of any kind: no ServiceAccount token, no Secret, no token in the environment.
@@ -155,7 +143,7 @@ def build_publish_job(run: CodexTrainingRun, cfg: OperatorConfig, sandbox_report
     hub = run.spec.output.hub
     if hub is not None and hub.token_secret_ref is not None:
         env.append(env_secret(paths.ENV_HF_TOKEN, hub.token_secret_ref.name, hub.token_secret_ref.key))
-    container = _container(run, cfg, ["publish", "--config", str(paths.SPEC_FILE)], env,
+    container = trainer_container(run, cfg, ["publish", "--config", str(paths.SPEC_FILE)], env,
                            resource_requirements(None, None, 0, run.spec.resources.gpu_resource_name,
                                                  PUBLISH_RESOURCES), mounts)
     pod = trainer_pod(run, container, volumes)

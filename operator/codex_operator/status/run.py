@@ -45,20 +45,20 @@ STAGE_PHASES = {
 }
 
 
-def _trainer_state(pod: Mapping[str, Any], key: str = "state") -> Mapping[str, Any]:
+def trainer_state(pod: Mapping[str, Any], key: str = "state") -> Mapping[str, Any]:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") == names.TRAINER_CONTAINER:
             return status.get(key) or {}
     return {}
 
 
-def _terminated(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
-    return _trainer_state(pod).get("terminated")
+def terminated_state(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    return trainer_state(pod).get("terminated")
 
 
 def _started(pod: Mapping[str, Any]) -> bool:
-    state = _trainer_state(pod)
-    return bool(state.get("running") or state.get("terminated") or _trainer_state(pod, "lastState").get("terminated"))
+    state = trainer_state(pod)
+    return bool(state.get("running") or state.get("terminated") or trainer_state(pod, "lastState").get("terminated"))
 
 
 def _pod_order(pod: Mapping[str, Any]) -> tuple:
@@ -71,7 +71,7 @@ def _pod_order(pod: Mapping[str, Any]) -> tuple:
 
 def read_report(pod: Mapping[str, Any]) -> Optional[contract.TrainerReport]:
     """The trainer's termination message, or None when absent or not a report (e.g. log tail)."""
-    terminated = _terminated(pod)
+    terminated = terminated_state(pod)
     if not terminated or not terminated.get("message"):
         return None
     try:
@@ -81,20 +81,20 @@ def read_report(pod: Mapping[str, Any]) -> Optional[contract.TrainerReport]:
 
 
 def _latest_ended(pods: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
-    ended = [p for p in pods if _terminated(p)]
+    ended = [p for p in pods if terminated_state(p)]
     return max(ended, key=_pod_order, default=None)
 
 
 def _ended_words(pod: Mapping[str, Any]) -> tuple[str, str]:
     """(reason, message) describing how a trainer pod ended."""
     report = read_report(pod)
-    exit_code = (_terminated(pod) or {}).get("exitCode")
+    exit_code = (terminated_state(pod) or {}).get("exitCode")
     if report is not None:
         return report.reason, report.message or f"trainer exited with {exit_code}"
     reason = EXIT_REASONS.get(exit_code, reasons.JOB_FAILED)
     # Not a report: with FallbackToLogsOnError this is the log tail (the trainer never logs a token).
-    detail = " ".join(str((_terminated(pod) or {}).get("message") or "").split())[-MAX_DETAIL:]
-    killed = (_terminated(pod) or {}).get("reason")
+    detail = " ".join(str((terminated_state(pod) or {}).get("message") or "").split())[-MAX_DETAIL:]
+    killed = (terminated_state(pod) or {}).get("reason")
     how = f" ({killed})" if killed and killed not in ("Error", "Completed") else ""
     return reason, f"trainer exited with code {exit_code}{how}" + (f": {detail}" if detail else "")
 
@@ -114,7 +114,7 @@ def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mappin
     failed = _job_condition(job, "Failed")
     if failed:
         last = _latest_ended(pods)
-        if last is not None and (read_report(last) or _terminated(last).get("exitCode") in EXIT_REASONS):
+        if last is not None and (read_report(last) or terminated_state(last).get("exitCode") in EXIT_REASONS):
             reason, message = _ended_words(last)
             if failed.get("reason") in JOB_FAILURE_REASONS and reason in (reasons.PREEMPTED, reasons.TRANSIENT_ERROR):
                 reason = JOB_FAILURE_REASONS[failed["reason"]]
@@ -128,26 +128,26 @@ def _phase(run: Mapping[str, Any], job: Mapping[str, Any], pods: Sequence[Mappin
         queued = names.LABEL_KUEUE_QUEUE in ((job.get("metadata") or {}).get("labels") or {})
         return ("Pending", reasons.QUEUED, "the Job waits for Kueue to admit it") if queued else \
             ("Pending", reasons.SUSPENDED, "spec.job.suspend holds the Job")
-    live = [p for p in pods if not _terminated(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    live = [p for p in pods if not terminated_state(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
     current = max(live, key=_pod_order, default=None)
-    if current is not None and _trainer_state(current).get("running"):
+    if current is not None and trainer_state(current).get("running"):
         progress = (run.get("status") or {}).get("progress") or {}
         return STAGE_PHASES.get(progress.get("stage"), ("Running", reasons.TRAINING, "training"))
     previous = _latest_ended(pods)
-    succeeded = sum(1 for p in pods if (_terminated(p) or {}).get("exitCode") == 0)
+    succeeded = sum(1 for p in pods if (terminated_state(p) or {}).get("exitCode") == 0)
     if live == [] and succeeded and succeeded >= int((job.get("spec") or {}).get("completions") or 1):
         # Every trainer pod finished well; the Job's Complete condition follows in a moment.
         report = read_report(previous or {})
         return "Succeeded", reasons.SUCCEEDED, (report.message if report and report.message
                                                 else "training succeeded and the adapter was published")
-    if previous is not None and _terminated(previous).get("exitCode") in contract.NON_RETRYABLE_EXIT_CODES:
+    if previous is not None and terminated_state(previous).get("exitCode") in contract.NON_RETRYABLE_EXIT_CODES:
         # podFailurePolicy fails the Job on this exit code: say so now, not "retrying" until it does.
         return ("Failed", *_ended_words(previous))
     if previous is not None:
         reason, message = _ended_words(previous)
         return "Pending", reasons.RETRYING, f"attempt {attempts} ended ({reason}: {message}); retrying"
     if current is not None:
-        waiting = _trainer_state(current).get("waiting") or {}
+        waiting = trainer_state(current).get("waiting") or {}
         if waiting.get("reason") and waiting["reason"] not in STARTING_REASONS:
             detail = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
             return "Pending", reasons.POD_PENDING, f"trainer pod {current['metadata']['name']}: {detail}"
@@ -197,7 +197,7 @@ def _times(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> tu
         done = parse_time(failed.get("lastTransitionTime"))
     if done is None and pods:
         # The trainer ended and the Job has not caught up yet: its pod's finish time, for now.
-        done = parse_time((_terminated(_latest_ended(pods) or {}) or {}).get("finishedAt"))
+        done = parse_time((terminated_state(_latest_ended(pods) or {}) or {}).get("finishedAt"))
     duration = round((done - start).total_seconds(), 1) if start and done else None
     return (rfc3339(start) if start else None), (rfc3339(done) if done else None), duration
 
