@@ -96,8 +96,9 @@ def controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
 
 
 async def apply_child(kube: Kube, desired: dict[str, Any], live: Optional[dict[str, Any]],
-                      owner_uid: str) -> dict[str, Any]:
+                      owner_uid: str) -> tuple[dict[str, Any], bool]:
     """Make the child ``desired`` describes so; ``live`` is the indexed one (None: not indexed yet).
+    Returns (the live child, whether this call created it), as :meth:`Kube.ensure` does.
 
     A child missing from the index is read first: an object of that name that ``owner_uid`` does not
     control raises :class:`NotOwnedError` instead of being taken over. It is created by apply, not
@@ -111,5 +112,5 @@ async def apply_child(kube: Kube, desired: dict[str, Any], live: Optional[dict[s
             raise NotOwnedError(f"{desired['kind']} {meta['namespace']}/{meta['name']} exists and is not "
                                 f"controlled by this object")
     if live is not None and not needs_apply(desired, live):
-        return live
-    return await kube.apply(desired)
+        return live, False
+    return await kube.apply(desired), live is None

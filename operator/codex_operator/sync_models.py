@@ -6,6 +6,7 @@ children's, and those of the runs it may serve from.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
@@ -15,7 +16,8 @@ from codex_api import CodexModel, SpecError
 from . import metrics, names, runtimes
 from .builders.serving import build_hpa, build_service, endpoint
 from .config import OperatorConfig
-from .k8s import NotOwnedError
+from .k8s import ApiError, NotOwnedError
+from .refusals import ChildRefused, refusal, remove_half_made
 from .promotion import Resolution, references_run, resolve
 from .specs import ModelView
 from .ssa import apply_child
@@ -68,9 +70,15 @@ def select_owned(objs: Optional[Iterable[dict[str, Any]]], owner_uid: str) -> Op
 async def apply_model_children(state: OperatorState, body: dict[str, Any], children: dict[str, Optional[dict]],
                                live: dict[str, Optional[dict]]) -> Optional[dict[str, Any]]:
     """Apply the Deployment, Service and HPA (deleting a kind that must not exist); returns the live
-    Deployment."""
+    Deployment.
+
+    A child the apiserver refuses raises :class:`ChildRefused`, once the children this pass created
+    are removed again (refusals.half_made). Those that were there before stay: they serve the spec
+    before this one, and a bad edit is no reason to stop serving.
+    """
     meta = body["metadata"]
     result: dict[str, Optional[dict]] = {}
+    made: list[tuple[dict[str, Any], bool]] = []
     for kind, api_version in CHILD_KINDS.items():
         desired, current = children[kind], live.get(kind)
         if desired is None:
@@ -78,9 +86,16 @@ async def apply_model_children(state: OperatorState, body: dict[str, Any], child
                 await state.kube.delete(api_version, kind, meta["namespace"], names.server_name(meta["name"]))
             continue
         try:
-            result[kind] = await apply_child(state.kube, desired, current, meta["uid"])
+            result[kind], created = await apply_child(state.kube, desired, current, meta["uid"])
         except NotOwnedError as error:
             raise Requeue(f"{error}; waiting for it to be removed", delay=30)
+        except ApiError as error:
+            spec_error = refusal(error, KIND)
+            if spec_error is None:
+                raise
+            await remove_half_made(state.kube, [(child, True) for child, created in made if created])
+            raise ChildRefused(spec_error) from error
+        made.append((desired, created))
     return result.get("Deployment")
 
 
@@ -114,14 +129,18 @@ async def reconcile_model(state: OperatorState, key: Key) -> None:
         model = parsed_model(state, key, body)
         resolution = resolve(model, state.views.runs(namespace), served_adapter_of(stored))
         children = build_model_children(model, resolution, state.cfg) if resolution.ready else None
+        if children is not None:
+            kopf.append_owner_reference([c for c in children.values() if c], owner=body)
+            deployment = await apply_model_children(state, body, children, live_children(state.views, body))
     except SpecError as error:  # invalid, or valid but not servable by its runtime (ServeSpecError)
         computed = compute_model_status(view, None, None, now, invalid=error)
+    except ChildRefused as refused:  # not retried: this generation is invalid
+        state.record(key).view = dataclasses.replace(state.record(key).view, model=None, invalid=refused.error)
+        computed = compute_model_status(view, None, None, now, invalid=refused.error)
     else:
         if children is None:
             computed = compute_model_status(view, None, None, now, waiting=resolution.waiting)
         else:
-            kopf.append_owner_reference([c for c in children.values() if c], owner=body)
-            deployment = await apply_model_children(state, body, children, live_children(state.views, body))
             computed = compute_model_status(view, deployment, resolution.served_adapter, now,
                                             endpoint=endpoint(model))
     await write_model_status(state, body, stored, computed)

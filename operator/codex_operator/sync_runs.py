@@ -25,7 +25,7 @@ from .builders.stages import build_sandbox_network_policy, build_work_pvc
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, ApiError, NotOwnedError
 from .state import Key, OperatorState
-from .refusals import refusal
+from .refusals import ChildRefused, refusal, remove_half_made
 from .specs import RunView
 from .stages import advance, follow_sandbox, run_jobs
 from .status import RUN_OWNED_FIELDS, StageJobs, compute_run_status
@@ -74,17 +74,28 @@ def all_children(chains: dict[str, Chain]) -> list[dict[str, Any]]:
 APPLIED_KINDS = ("ConfigMap",)
 
 
-async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int) -> list[dict[str, Any]]:
+async def apply_chain(state: OperatorState, chain: Chain, owner_uid: str, priority: int,
+                      made: Optional[list[tuple[dict[str, Any], bool]]] = None) -> list[dict[str, Any]]:
     """Create-or-find each wave's children side by side, wave after wave; the last wave's live objects.
-    Safe to repeat after a crash: names are deterministic and a 409 is verified to be owned."""
+    Safe to repeat after a crash: names are deterministic and a 409 is verified to be owned. Each
+    child found or created is added to ``made`` as (child, created), a wave's whole outcome before
+    its first error is raised."""
     live: list = []
     try:
         for wave in chain:
-            live = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority, child["kind"] in APPLIED_KINDS)
-                                          for child in wave))
+            results = await asyncio.gather(*(state.kube.ensure(child, owner_uid, priority,
+                                                               child["kind"] in APPLIED_KINDS)
+                                             for child in wave), return_exceptions=True)
+            outcomes = [(child, result) for child, result in zip(wave, results) if isinstance(result, tuple)]
+            if made is not None:
+                made.extend((child, created) for child, (_, created) in outcomes)
+            failed = next((result for result in results if isinstance(result, BaseException)), None)
+            if failed is not None:
+                raise failed
+            live = [obj for _, (obj, _) in outcomes]
     except NotOwnedError as error:
         raise Requeue(f"{error}; waiting for it to be removed", delay=30)
-    return [obj for obj, _ in live]
+    return live
 
 
 async def create_job_path(state: OperatorState, key: Key, owner: dict[str, Any],
@@ -101,7 +112,15 @@ async def create_job_path(state: OperatorState, key: Key, owner: dict[str, Any],
     async with state.run_slots:
         chains = build_run_children(run, state.cfg)
         kopf.append_owner_reference(all_children(chains), owner=owner)
-        (job,) = await apply_chain(state, chains["job"], owner["metadata"]["uid"], URGENT)
+        made: list[tuple[dict[str, Any], bool]] = []
+        try:
+            (job,) = await apply_chain(state, chains["job"], owner["metadata"]["uid"], URGENT, made)
+        except ApiError as error:
+            spec_error = refusal(error, KIND)
+            if spec_error is None:
+                raise
+            await remove_half_made(state.kube, made)
+            raise ChildRefused(spec_error) from error
     tracked = state.record(key)
     tracked.job = slim_job(job)
     return tracked.job, chains["rbac"]
@@ -202,14 +221,18 @@ def job_gone(state: OperatorState, key: Key, job: dict[str, Any]) -> None:
         tracked.job = slim_job(job) if job_finished(job) else None
 
 
+def ran_to_its_end(stored: dict[str, Any]) -> bool:
+    """Whether the run's status is terminal for a reason other than an invalid spec (which a fixed
+    spec takes up again)."""
+    reason = (find_condition(stored.get("conditions"), "Ready") or {}).get("reason")
+    return stored.get("phase") in TERMINAL and reason != reasons.INVALID_SPEC
+
+
 def needs_children(job: Optional[dict[str, Any]], stored: dict[str, Any]) -> bool:
     """Whether to create (or find) the run's children: none yet; a Job deleted before it finished;
     a creation cut short (status names the Job only once the Role and RoleBinding exist too); or
     a spec fixed after it was reported invalid. Never for a run that ran to its end."""
-    reason = (find_condition(stored.get("conditions"), "Ready") or {}).get("reason")
-    if stored.get("phase") in TERMINAL and reason != reasons.INVALID_SPEC:
-        return False
-    return job is None or not stored.get("jobName")
+    return not ran_to_its_end(stored) and (job is None or not stored.get("jobName"))
 
 
 async def sync_children(state: OperatorState, key: Key, run: dict[str, Any], view: RunView,
@@ -227,6 +250,18 @@ async def sync_children(state: OperatorState, key: Key, run: dict[str, Any], vie
     return job, []
 
 
+def refused(state: OperatorState, key: Key, view: RunView, error: Exception) -> RunView:
+    """The run's view once the apiserver refused a child built from it: invalid, for this generation
+    (re-raises ``error`` when it is not a refusal)."""
+    spec_error = error.error if isinstance(error, ChildRefused) else \
+        refusal(error, KIND) if isinstance(error, ApiError) else None
+    if spec_error is None:
+        raise error
+    view = dataclasses.replace(view.kept(), invalid=spec_error)
+    state.record(key).view = view
+    return view
+
+
 async def reconcile_run(state: OperatorState, key: Key) -> None:
     """Bring one run's children and status in line with its spec (no API call when they are)."""
     _, namespace, name = key
@@ -241,12 +276,8 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
             job, grants = await sync_children(state, key, run, view, job, stored)
             view = view.kept()  # the parsed run stays out of the wait for the RBAC
             await apply_chain(state, grants, run["metadata"]["uid"], NORMAL)
-        except ApiError as error:
-            refused = refusal(error)
-            if refused is None:
-                raise
-            view = dataclasses.replace(view.kept(), invalid=refused)
-            state.record(key).view = view
+        except (ApiError, ChildRefused) as error:
+            view = refused(state, key, view, error)
     indexed = state.views.pod_index.get((namespace, name))
 
     def pods_of(stage_job: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -256,7 +287,11 @@ async def reconcile_run(state: OperatorState, key: Key) -> None:
     if view.staged:
         jobs = {**run_jobs(state.views.job_index.get((namespace, name)), run["metadata"]["uid"]),
                 **({stages.TRAIN: job} if job is not None else {})}
-        jobs = await advance(state, run, view, jobs, pods_of, terminal=stored.get("phase") in TERMINAL)
+        if view.invalid is None:
+            try:
+                jobs = await advance(state, run, view, jobs, pods_of, terminal=ran_to_its_end(stored))
+            except ApiError as error:
+                view = refused(state, key, view, error)
         await follow_sandbox(state, key, jobs, pods_of)
         later = StageJobs({stage: (j, pods_of(j)) for stage, j in jobs.items() if stage != stages.TRAIN},
                           state.record(key).samples)

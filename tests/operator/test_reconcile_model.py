@@ -225,6 +225,37 @@ def test_a_deployment_controlled_by_something_else_is_left_alone_and_the_model_w
     assert not kube.has(*SVC) and status(kube) is None
 
 
+REFUSED_SERVICE = ApiError(422, "Invalid", 'Service "codex-demo-server" is invalid: spec.ports[0].nodePort: '
+                           'Invalid value: 8000: provided port is not in the valid range')
+
+
+def test_a_refused_child_removes_what_this_pass_created_and_reports_invalid_spec():
+    body = model_body(adapter=HUB)
+    kube = fake(body)
+    kube.failures[("apply", *SVC)] = REFUSED_SERVICE
+    calls, state = reconcile(kube, views(models=[body]))
+    assert calls == applies(DEP, SVC) + [("delete", *DEP), STATUS, EVENT]
+    assert not kube.has(*DEP) and not kube.has(*SVC)
+    ready = condition(kube, "Ready")
+    assert (status(kube)["phase"], ready["reason"], ready["message"].split(":")[0]) == (
+        "Degraded", reasons.INVALID_SPEC, "spec.service.port")
+    assert events(kube)[0][:2] == ("Warning", "Degraded")
+    kube.calls.clear()  # the same generation again: nothing is tried, status already says it
+    calls, _ = reconcile(kube, views(models=[watched(kube)]), state)
+    assert calls == []
+
+
+def test_a_refused_edit_keeps_serving_the_spec_before_it():
+    kube = settle(model_body(adapter=HUB))
+    deployment = copy.deepcopy(kube.store[DEP])
+    edited = watched(kube, replicas=2)
+    kube.failures[("apply", *DEP)] = ApiError(422, "Invalid", 'Deployment.apps "codex-demo-server" is invalid: '
+                                              'spec.replicas: Invalid value: 2: quota')
+    calls, _ = reconcile(kube, live_views(kube, edited))
+    assert ("delete", *DEP) not in calls and kube.store[DEP] == deployment
+    assert condition(kube, "Ready")["message"].startswith("spec.replicas: the apiserver refused")
+
+
 def test_a_409_on_an_apply_fails_the_reconcile_for_a_retry_and_writes_no_status():
     body = model_body(adapter=HUB)
     kube = fake(body)

@@ -157,6 +157,32 @@ def test_a_409_for_an_object_being_deleted_fails_the_reconcile_for_a_retry():
     assert not kube.has(*JOB)
 
 
+REFUSED_JOB = ApiError(422, "Invalid", 'Job.batch "codex-demo-train" is invalid: '
+                       'spec.template.spec.nodeSelector: Invalid value: "x": a label key')
+
+
+def test_a_refused_job_leaves_nothing_half_made_behind():
+    body = run_body()
+    kube = fake(body)
+    kube.failures[("create", *JOB)] = REFUSED_JOB
+    calls, _ = reconcile(kube, views(runs=[body]))
+    made = [CM, SA, PVC, WORK, NETPOL]
+    assert calls == creates(*made, JOB) + [("delete", *child) for child in reversed(made)] + [STATUS, EVENT]
+    assert sorted(kind for kind, _ in kube.store) == ["CodexTrainingRun", "Event"]
+
+
+def test_a_refused_job_keeps_a_volume_an_earlier_attempt_left():
+    body = run_body(phase="Running", jobName=JOB[1])  # its Job was deleted before it finished
+    built = children(body)
+    kube = fake(body, built[PVC], built[WORK], built[SA])
+    kube.failures[("create", *JOB)] = REFUSED_JOB
+    reconcile(kube, views(runs=[body]))
+    assert kube.has(*PVC) and kube.has(*WORK)  # the checkpoints and the hand-off stay
+    assert not kube.has(*CM) and not kube.has(*SA) and not kube.has(*NETPOL)
+    ready = next(c for c in kube.store["CodexTrainingRun", NAME]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == reasons.INVALID_SPEC
+
+
 def test_a_stable_run_costs_no_call():
     body = run_body()
     kube = fake(body)

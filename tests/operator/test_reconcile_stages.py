@@ -12,6 +12,7 @@ from op_examples import RUN_UID, example
 from codex_api import contract, stages
 from codex_api.stages import SandboxReport
 from codex_operator import names
+from codex_operator.k8s import ApiError
 from codex_operator.status import reasons
 from codex_operator.sync_runs import reconcile_run, run_key
 
@@ -174,3 +175,31 @@ def test_a_training_job_saving_its_hand_off_reads_as_evaluating_not_pushing():
     body = run_body(progress={"stage": "save"})
     _, status, _ = reconcile(body, [job(stages.TRAIN)], [pod(stages.TRAIN, "running")])
     assert (status["phase"], status["stages"][0]["phase"]) == ("Evaluating", "Running")
+
+
+def test_a_sandbox_job_the_apiserver_refuses_is_invalid_spec_naming_the_field_and_not_retried():
+    body, jobs = run_body(), [job(stages.TRAIN, "Complete")]
+    pods = [pod(stages.TRAIN, "terminated", message=TRAINED)]
+    kube = FakeKube()
+    kube.plant(body, *jobs)
+    kube.failures[("create", *SANDBOX)] = ApiError(
+        422, "Invalid", 'Job.batch "codex-demo-sandbox" is invalid: spec.template.spec.runtimeClassName: '
+                        'Invalid value: "gvisor!": a lowercase RFC 1123 subdomain')
+    state = make_state(kube, views(runs=[body], jobs=jobs, pods=pods))
+    asyncio.run(reconcile_run(state, KEY))
+    status = kube.store["CodexTrainingRun", NAME]["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"], ready["message"].split(":")[0]) == (
+        "Failed", reasons.INVALID_SPEC, "spec.evaluation.sandbox.runtimeClassName")
+    assert kube.has(*TRAIN) and not kube.has(*SANDBOX)  # the trained adapter's Job stays
+    kube.calls.clear()
+    settled = {**kube.store["CodexTrainingRun", NAME]}
+    settled["metadata"] = {**settled["metadata"], "resourceVersion": "11"}
+    state.views = views(runs=[settled], jobs=jobs, pods=pods)
+    asyncio.run(reconcile_run(state, KEY))
+    assert [c for c in kube.calls if c[0] == "create"] == []  # this generation is not tried again
+    fixed = {**settled, "metadata": {**settled["metadata"], "generation": 2, "resourceVersion": "12"}}
+    state.views = views(runs=[fixed], jobs=jobs, pods=pods)
+    asyncio.run(reconcile_run(state, KEY))  # the spec changed: the sandbox stage is taken up again
+    assert kube.has(*SANDBOX)
+    assert kube.store["CodexTrainingRun", NAME]["status"]["phase"] == "Evaluating"

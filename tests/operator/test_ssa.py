@@ -134,19 +134,21 @@ def foreign(desired: dict[str, Any]) -> dict[str, Any]:
 
 CASES = [
     ("created-by-apply", RecordingKube(), None, [("get", "Deployment team-a/m-server"),
-                                                 ("apply", "Deployment team-a/m-server")]),
-    ("not-indexed-yet-but-current", RecordingKube(live_of(DESIRED)), None, [("get", "Deployment team-a/m-server")]),
-    ("indexed-and-current", RecordingKube(), live_of(DESIRED), []),
+                                                 ("apply", "Deployment team-a/m-server")], True),
+    ("not-indexed-yet-but-current", RecordingKube(live_of(DESIRED)), None, [("get", "Deployment team-a/m-server")],
+     False),
+    ("indexed-and-current", RecordingKube(), live_of(DESIRED), [], False),
     ("indexed-and-changed", RecordingKube(), live_of(without_env_b(DESIRED)), [
-        ("apply", "Deployment team-a/m-server")]),
+        ("apply", "Deployment team-a/m-server")], False),
 ]
 
 
-@pytest.mark.parametrize(("kube", "live", "calls"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_apply_child_calls(kube, live, calls):
-    result = asyncio.run(apply_child(kube, DESIRED, live, OWNER))
+@pytest.mark.parametrize(("kube", "live", "calls", "created"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_apply_child_calls(kube, live, calls, created):
+    result, made = asyncio.run(apply_child(kube, DESIRED, live, OWNER))
     assert kube.calls == calls
     assert contains(result, DESIRED)
+    assert made is created
 
 
 def test_a_child_of_that_name_controlled_by_another_owner_is_not_taken_over():

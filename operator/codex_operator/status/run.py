@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
-from codex_api import SpecError, contract
+from codex_api import SpecError, contract, stages
 from codex_api.gates import describe
 
 from .. import names
@@ -231,6 +231,14 @@ def _invalid_status(old: Mapping[str, Any], generation: Optional[int], error: Sp
     return status
 
 
+def _stalled(job: Mapping[str, Any], later: Optional[StageJobs]) -> bool:
+    """A staged run whose last Job succeeded and whose next stage has no Job: the apiserver refused it."""
+    if later is None:
+        return False
+    chain = [job, *(later.jobs[stage][0] for stage in stages.STAGES[1:] if stage in later.jobs)]
+    return len(chain) < len(stages.STAGES) and _job_condition(chain[-1], "Complete") is not None
+
+
 def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
                        pods: Sequence[Mapping[str, Any]], now: datetime, facts: RunView,
                        later: Optional[StageJobs] = None) -> dict[str, Any]:
@@ -246,9 +254,9 @@ def compute_run_status(run: Mapping[str, Any], job: Optional[Mapping[str, Any]],
     generation = (run.get("metadata") or {}).get("generation")
     invalid = facts.invalid
     staged: Optional[Staged] = None
+    if invalid is not None and (job is None or _stalled(job, later)):
+        return _invalid_status(old, generation, invalid, now)
     if job is None:
-        if invalid is not None:
-            return _invalid_status(old, generation, invalid, now)
         if old.get("phase") in TERMINAL_PHASES:
             # A finished run whose Job was cleaned up (ttlSecondsAfterFinished) keeps its status.
             return _kept(old, generation)
