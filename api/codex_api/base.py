@@ -8,6 +8,10 @@ operator and the trainer reject the same object with the same message.
 
 from __future__ import annotations
 
+import functools
+import re
+import types
+import typing
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Callable, ClassVar
@@ -74,6 +78,24 @@ class ApiModel(BaseModel):
 
     __rules__: ClassVar[tuple[Rule, ...]] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_as_the_apiserver_does(cls, data: Any) -> Any:
+        """The input as the apiserver reads a submitted object before it validates it, so that the models
+        judge what the schema judges (:func:`decoded_fields`)."""
+        if not isinstance(data, dict):
+            return data
+        shapes = decoded_fields(cls)
+        out = {}
+        for key, value in data.items():
+            shape = shapes.get(key)
+            if shape is not None:
+                if value is None:
+                    continue
+                value = shape.decode(key, value)
+            out[key] = value
+        return out
+
     @model_validator(mode="after")
     def _check_rules(self) -> "ApiModel":
         for rule in type(self).__rules__:
@@ -84,6 +106,68 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as a user would write it: camelCase, unset optionals left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+INT64 = 2 ** 63
+# Past this a float is not read as an integer (kube-openapi's check): 2.0 is one, 2.0**53 is not.
+FLOAT_INTEGERS = 2 ** 53
+
+
+@dataclass(frozen=True)
+class FieldShape:
+    """How the apiserver reads one field: as a map (whose null values it prunes), as an integer or a
+    list of them (where a JSON float with no fractional part below 2**53 passes as an integer,
+    unless a CEL rule reads the field: CEL then fails on the float; and an integer past int64 is a
+    float, which no integer field takes), or as anything else."""
+
+    kind: str  # "map", "int", "ints" or "other"
+    read_by_rule: bool = False
+
+    def decode(self, key: str, value: Any) -> Any:
+        if self.kind == "map" and isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        if self.kind == "int":
+            return self._integer(key, value)
+        if self.kind == "ints" and isinstance(value, list):
+            return [self._integer(key, item) for item in value]
+        return value
+
+    def _integer(self, key: str, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+            return float(value)  # past int64 the apiserver reads a JSON number as a float: not an integer
+        if not (isinstance(value, float) and value.is_integer() and abs(value) < FLOAT_INTEGERS):
+            return value  # an integer already, or refused by the schema as it is refused by the apiserver
+        if self.read_by_rule:
+            raise ValueError(f"{key} must be an integer, not {value!r}: a validation rule reads it")
+        return int(value)
+
+
+def _shape_of(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if annotation is int:
+        return "int"
+    if origin is list and typing.get_args(annotation) == (int,):
+        return "ints"
+    return "map" if origin is dict else "other"
+
+
+@functools.cache
+def decoded_fields(cls: type["ApiModel"]) -> dict[str, FieldShape]:
+    """The fields of ``cls`` by wire name (and Python name), as the apiserver reads them. A field set
+    to null is left out, as the apiserver prunes nulls where the schema does not say nullable
+    (nothing of ours does); an unknown field is kept, for ``extra="forbid"`` to refuse."""
+    read = {name for rule in cls.__rules__ if not rule.transition for name in re.findall(r"self\.(\w+)", rule.cel)}
+    shapes = {}
+    for name, info in cls.model_fields.items():
+        wire = info.alias or name
+        shape = FieldShape(_shape_of(info.annotation), wire in read)
+        shapes[name] = shapes[wire] = shape
+    return shapes
 
 
 def check_transition(new: ApiModel, old: ApiModel) -> list[str]:

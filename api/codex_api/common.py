@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
-from .base import ApiModel, Rule, exactly_one_rule
+from .base import ApiModel, Rule, RuleError, exactly_one_rule
 
 # A Kubernetes resource quantity such as "500m", "4", "16Gi", and more than zero: every quantity in the
 # API sizes something (a request, a limit, a volume) for which 0 means nothing.
@@ -263,11 +263,13 @@ class ObjectMeta(ApiModel):
 
     model_config = {**ApiModel.model_config, "extra": "allow"}
 
-    name: Optional[str] = Field(None, description="name of the object.")
+    name: Optional[str] = Field(None, description="name of the object.", max_length=253)
     namespace: Optional[str] = Field(None, description="namespace of the object.")
 
     @model_validator(mode="after")
     def _name_is_dns(self) -> "ObjectMeta":
+        if self.name is None and not (self.model_extra or {}).get("generateName"):
+            raise RuleError("name or generateName is required", "name")
         if self.name is not None and not re.fullmatch(NAME_PATTERN, self.name):
-            raise ValueError(f"name {self.name!r} is not a valid DNS-1123 subdomain")
+            raise RuleError(f"name {self.name!r} is not a valid DNS-1123 subdomain", "name")
         return self

@@ -149,6 +149,17 @@ def _cannot_load_embedded(runtime: str) -> Rule:
     )
 
 
+def _needs_gpu(runtime: str) -> Rule:
+    """The rule a catalogue entry with ``needs_gpu`` adds: a spec with no GPU is refused at apply."""
+    return Rule(
+        cel=f"!has(self.runtime) || self.runtime != '{runtime}' || "
+            "(has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
+        message=f"the {runtime} runtime needs at least one GPU; use runtime: builtin for CPU serving",
+        check=lambda m: m.runtime != runtime or m.resources.gpus >= 1,
+        field="resources.gpus",
+    )
+
+
 def _ignores_setting(runtime: str, setting: str) -> Rule:
     """The rule that refuses a spec.server setting a runtime does not honour (rather than ignoring it)."""
     attr = to_snake(setting)
@@ -171,6 +182,7 @@ class CodexModelSpec(ApiModel):
             field="baseModel",
         ),
         *(_cannot_load_embedded(r.name) for r in runtimes.RUNTIMES if not r.loads_embedded),
+        *(_needs_gpu(r.name) for r in runtimes.RUNTIMES if r.needs_gpu),
         *(_ignores_setting(r.name, setting) for r in runtimes.RUNTIMES if r.server_settings is not None
           for setting in sorted(set(Server.model_fields[a].alias or a for a in Server.model_fields)
                                 - r.server_settings)),
@@ -232,6 +244,6 @@ class CodexModel(ApiModel):
 
     api_version: Literal["codex.dev/v1alpha1"] = Field("codex.dev/v1alpha1", description="apiVersion.")
     kind: Literal["CodexModel"] = Field("CodexModel", description="kind.")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="metadata.")
+    metadata: ObjectMeta = Field(description="metadata.")
     spec: CodexModelSpec = Field(description="spec is the desired deployment.")
     status: Optional[CodexModelStatus] = Field(None, description="status is the observed state.")

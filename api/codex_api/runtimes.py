@@ -5,8 +5,9 @@ Everything the API must know about a runtime comes from here, so adding one is a
 it, ``-`` read as ``_``):
 
 - ``CodexModelSpec.runtime``'s enum and description (the CRD, ``kubectl explain``, the reference);
-- the CEL rules that refuse a base model a runtime cannot load (``loads_embedded``), and a
-  ``spec.server`` setting it does not honour (``server_settings``) instead of ignoring it;
+- the CEL rules that refuse a base model a runtime cannot load (``loads_embedded``), a
+  ``spec.server`` setting it does not honour (``server_settings``) instead of ignoring it, and a
+  spec without a GPU for a runtime that needs one (``needs_gpu``);
 - the runtime's default image, which the operator uses unless ``--runtime-image NAME=IMAGE``
   or ``spec.image`` says otherwise.
 """
@@ -36,6 +37,8 @@ class Runtime:
     loads_embedded: bool
     # The spec.server settings (wire names) it honours; None: all of them.
     server_settings: Optional[frozenset[str]] = None
+    # Whether it serves only on GPUs (spec.resources.gpus at least 1).
+    needs_gpu: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -51,7 +54,8 @@ class Runtime:
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(name="builtin", description="codex-serve, CPU or GPU", default_image=None, loads_embedded=True),
     Runtime(name="vllm", description="GPU", default_image=images.VLLM_IMAGE, loads_embedded=False,
-            server_settings=frozenset({"maxNewTokens", "maxPromptTokens", "maxConcurrency", "apiKeySecretRef"})),
+            server_settings=frozenset({"maxNewTokens", "maxPromptTokens", "maxConcurrency", "apiKeySecretRef"}),
+            needs_gpu=True),
 )
 BY_NAME: dict[str, Runtime] = {runtime.name: runtime for runtime in RUNTIMES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -283,6 +283,6 @@ class CodexTrainingRun(ApiModel):
 
     api_version: Literal["codex.dev/v1alpha1"] = Field("codex.dev/v1alpha1", description="apiVersion.")
     kind: Literal["CodexTrainingRun"] = Field("CodexTrainingRun", description="kind.")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="metadata.")
+    metadata: ObjectMeta = Field(description="metadata.")
     spec: CodexTrainingRunSpec = Field(description="spec is the desired run.")
     status: Optional[CodexTrainingRunStatus] = Field(None, description="status is the observed state.")

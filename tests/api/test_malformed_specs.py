@@ -113,12 +113,21 @@ MODEL_CASES = [
     ("model-node-selector-bad-key", "spec.resources", {"nodeSelector": {"-x": "y"}},
      "spec.resources.nodeSelector: nodeSelector: every key must be a label key"),
     ("merge-adapter-on-vllm", "spec", {"baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}},
-                                       "runtime": "vllm", "server": {"mergeAdapter": True}},
+                                       "runtime": "vllm", "resources": {"gpus": 1}, "server": {"mergeAdapter": True}},
      "spec.server.mergeAdapter: mergeAdapter is not honoured by the vllm runtime"),
     ("mask-secrets-on-vllm", "spec", {"baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}},
-                                      "runtime": "vllm", "server": {"maskSecrets": False}},
+                                      "runtime": "vllm", "resources": {"gpus": 1}, "server": {"maskSecrets": False}},
      "spec.server.maskSecrets: maskSecrets is not honoured by the vllm runtime"),
     ("bad-service-type", "spec.service", {"type": "Ingress"}, "spec.service.type: Input should be"),
+    ("vllm-without-gpu", "spec", {"baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}},
+                                  "runtime": "vllm"},
+     "spec.resources.gpus: the vllm runtime needs at least one GPU"),
+    # An integral float passes as an integer, except where a CEL rule reads it (the apiserver's CEL fails).
+    ("float-read-by-a-rule", "spec.autoscaling", {"minReplicas": 1, "maxReplicas": 2.0},
+     "spec.autoscaling: maxReplicas must be an integer, not 2.0: a validation rule reads it"),
+    ("no-name", "metadata", {}, "metadata.name: name or generateName is required"),
+    ("name-with-newline", "metadata", {"name": "m\n"}, "metadata.name: name 'm\\n' is not a valid DNS-1123"),
+    ("name-too-long", "metadata", {"name": "m" * 254}, "metadata.name: String should have at most 253 characters"),
 ]
 
 
@@ -144,6 +153,37 @@ def test_good_objects_parse_with_documented_defaults():
     assert run.spec.evaluation.thresholds.to_wire() == {"syntaxOk": 0.8, "logicOk": 0.8, "securityOk": 0.9, "perfOk": 0.6}
     model = parse(CodexModel, GOOD_MODEL)
     assert model.spec.server.mask_secrets is True and model.spec.runtime == "builtin"
+
+
+# (a change to the good run, what the models make of it: the value it is read as, or the refusal)
+AS_THE_APISERVER_READS = [
+    ("null-field-is-absent", {"spec.lora": {"r": None}}, ("spec.lora.r", 16)),
+    ("null-object-is-absent", {"spec.lora": None}, ("spec.lora.r", 16)),
+    ("null-map-value-is-absent", {"spec.resources": {"nodeSelector": {"a": None, "b": "c"}}},
+     ("spec.resources.nodeSelector", {"b": "c"})),
+    ("integral-float-is-an-integer", {"spec.lora": {"r": 8.0}}, ("spec.lora.r", 8)),
+    ("float-past-2**53-is-not", {"spec.training": {"seed": 2.0 ** 53}}, "spec.training.seed: Input should be a valid integer"),
+    ("integer-past-int64-is-not", {"spec.training": {"seed": 10 ** 20}}, "spec.training.seed: Input should be a valid integer"),
+    ("fractional-float-is-not", {"spec.lora": {"r": 8.5}}, "spec.lora.r: Input should be a valid integer"),
+    ("null-list-item-is-refused", {"spec.lora": {"targetModules": [None]}}, "spec.lora.targetModules[0]: Input should be"),
+    ("null-unknown-field-is-refused", {"spec.lora": {"rank": None}}, "spec.lora.rank: Extra inputs are not permitted"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in AS_THE_APISERVER_READS],
+                         ids=[c[0] for c in AS_THE_APISERVER_READS])
+def test_the_models_read_a_spec_as_the_apiserver_does(changes, expected):
+    obj = with_changes(GOOD_RUN, changes)
+    if isinstance(expected, str):
+        with pytest.raises(SpecError) as info:
+            parse(CodexTrainingRun, obj)
+        assert any(problem.startswith(expected) for problem in info.value.problems), info.value.problems
+        return
+    path, value = expected
+    node = parse(CodexTrainingRun, obj).to_wire()
+    for part in path.split("."):
+        node = node[part]
+    assert node == value
 
 
 def test_parse_spec_prefixes_spec():

@@ -90,6 +90,9 @@ MALFORMED = [
      ["spec.baseModel.tokenSecretRef.key", "key looks like a credential"]),
     ("configmap-key-with-slash", with_changes(GOOD_RUN, {"spec.dataset.source": {"configMap": {"name": "d", "key": "a/b"}}}),
      ["spec.dataset.source.configMap.key", "should match"]),
+    ("vllm-without-gpu", with_changes(GOOD_MODEL, {"spec": {
+        "baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}}, "runtime": "vllm"}}),
+     ["spec.resources.gpus", "the vllm runtime needs at least one GPU"]),
     ("model-revision-with-newline", with_changes(GOOD_MODEL, {"spec.adapter": {"hub": {"repoId": "o/a", "revision": "v1\n"}}}),
      ["spec.adapter.hub.revision", "should match"]),
 ]

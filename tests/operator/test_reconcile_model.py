@@ -178,7 +178,7 @@ def test_a_creation_cut_short_finds_the_deployment_and_creates_the_service():
 # the broken spec field, its value, the field the message names, the fixed value
 INVALID_SPECS = [
     ("schema", "model.yaml", "replicas", -1, "spec.replicas", 1),
-    ("runtime-refusal", "model-hub-vllm.yaml", "resources", {"gpus": 0, "cpu": "8", "memory": "32Gi"},
+    ("runtime-rule", "model-hub-vllm.yaml", "resources", {"gpus": 0, "cpu": "8", "memory": "32Gi"},
      "spec.resources.gpus", {"gpus": 1, "cpu": "8", "memory": "32Gi"}),
 ]
 

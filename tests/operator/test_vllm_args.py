@@ -124,9 +124,6 @@ def test_lora_rank_rounds_up_to_a_rank_vllm_accepts(rank, expected):
 HUB_ADAPTER = ServedAdapter(source="hub", repo="o/a")
 REFUSALS = {
     "embedded base": (lambda m: (m, ModelSource(embedded="tiny-llama"), HUB_ADAPTER), "spec.baseModel.embedded"),
-    "no gpu": (lambda m: (m.model_copy(update={"spec": m.spec.model_copy(update={
-        "resources": m.spec.resources.model_copy(update={"gpus": 0})})}), m.spec.base_model, HUB_ADAPTER),
-        "spec.resources.gpus"),
     "no adapter location": (lambda m: (m, m.spec.base_model, ServedAdapter(source="trainingRun", training_run="r")),
                             "status.servedAdapter"),
 }

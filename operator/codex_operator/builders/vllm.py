@@ -234,9 +234,6 @@ def build_vllm_pod(model: CodexModel, base: ModelSource, served: ServedAdapter, 
     Raises:
         VllmSpecError: an embedded base model, an adapter with neither repo nor claim, or a rank over 512.
     """
-    if model.spec.resources.gpus < 1:
-        raise VllmSpecError("spec.resources.gpus: the vllm runtime needs at least one GPU; "
-                            "use runtime: builtin for CPU serving")
     fetch = build_fetch_container(model, base, served, cfg)
     volumes, _ = vllm_volumes(served)
     return VllmPod(

@@ -17,7 +17,7 @@ def build_deployment(model: CodexModel, resolution: Resolution, cfg: OperatorCon
     """The vLLM Deployment; its LoRA slots are sized from the adapter's rank when the run told it.
 
     Raises:
-        VllmSpecError: no GPU, an embedded base model, an adapter with neither repo nor claim, a rank over 512.
+        VllmSpecError: an embedded base model (from a run), an adapter with neither repo nor claim, a rank over 512.
     """
     base, served = resolution.base_model, resolution.served_adapter
     assert base is not None and served is not None, "resolve first"
