@@ -21,12 +21,13 @@ HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 # An absolute path inside a volume: "/" or "/a/b", no empty segment, no control character.
 # A ".." segment is refused by PvcPath's rule (RE2 and pydantic's regex engine have no lookahead).
 ABSOLUTE_PATH_PATTERN = r"^/([^/\x00-\x1f\x7f]+/?)*$"
-# A ConfigMap or Secret data key, as Kubernetes checks it (IsConfigMapKey).
-DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A ConfigMap or Secret data key, as Kubernetes checks it (IsConfigMapKey): not ".", not starting "..".
+DATA_KEY_PATTERN = r"^([-_a-zA-Z0-9]|[.][-_a-zA-Z0-9])[-._a-zA-Z0-9]*$"
 # A Hub branch, tag or commit: a git ref's characters, no whitespace or control character.
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
-# An https URL with no user:password@ in it: credentials come from Secrets, never from a URL.
-HTTPS_URL_PATTERN = r"^https://[^\s/@?#]+(/[^\s]*)?$"
+# An https URL with no user:password@ in it: credentials come from Secrets, never from a URL. No space or
+# control character either. (No \s, \w or \d in any pattern: Python's are Unicode-aware, RE2's are not.)
+HTTPS_URL_PATTERN = r"^https://[^\x00-\x20\x7f/@?#]+(/[^\x00-\x20\x7f]*)?$"
 # A label key (an optional DNS-subdomain prefix and a name) and a label value, as Kubernetes checks them.
 # No backslash: these go into CEL string literals too, where "\." is not an escape. The name part of a key
 # and a value are at most 63 characters; a key at most 317 (a 253-character prefix, "/", 63).
@@ -34,8 +35,11 @@ LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-
                      r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 MAX_LABELS = 32
-# A container image reference: no whitespace or control character.
-IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+# An extended resource (a GPU): a label key whose DNS-subdomain prefix is not optional.
+EXTENDED_RESOURCE_PATTERN = (r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+                             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# A container image reference: printable ASCII, no space.
+IMAGE_PATTERN = r"^[!-~]+$"
 # A value shaped like a credential (a Hub, OpenAI, GitHub, Slack or AWS token), where a name is expected.
 CREDENTIAL_SHAPE = r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abpr]-|AKIA)[A-Za-z0-9_-]{8,}"
 
@@ -75,6 +79,39 @@ def labels_rule(field: str) -> Rule:
         check=lambda m: all(len(k) <= 317 and re.fullmatch(LABEL_KEY_PATTERN, k)
                             for k in getattr(m, to_snake(field)) or {}),
         field=field,
+    )
+
+
+def extended_resource_rule(field: str) -> Rule:
+    """The resource name ``field`` outside Kubernetes' own namespace (kubernetes.io/), as a container's
+    extended resource must be."""
+    return Rule(
+        cel=f"!has(self.{field}) || !self.{field}.contains('kubernetes.io/')",
+        message=f"{field} must be an extended resource (such as nvidia.com/gpu), not one in kubernetes.io/",
+        check=lambda m: "kubernetes.io/" not in getattr(m, to_snake(field)),
+        field=field,
+    )
+
+
+def gpu_resource_field() -> Any:
+    """The gpuResourceName field of a pod's resources (with :func:`extended_resource_rule` on its model)."""
+    return Field("nvidia.com/gpu", description="gpuResourceName is the extended resource that counts GPUs. "
+                 "Defaults to \"nvidia.com/gpu\".", max_length=317, pattern=EXTENDED_RESOURCE_PATTERN)
+
+
+# The name of a run or a model: a DNS-1035 label's characters (a letter first, no dot), as the Services
+# named after it must be; any length a name may have (children's names are shortened with a hash).
+OBJECT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def object_name_rule(kind: str) -> Rule:
+    """A run's or model's own name: one the Services and pods named after it can take."""
+    return Rule(
+        cel=f"!has(self.metadata.name) || self.metadata.name.matches('{OBJECT_NAME_PATTERN}')",
+        message=f"a {kind} name is lowercase letters, digits and '-', starting with a letter and ending "
+                "alphanumeric (its Services are named after it)",
+        check=lambda m: m.metadata.name is None or bool(re.fullmatch(OBJECT_NAME_PATTERN, m.metadata.name)),
+        field="metadata.name",
     )
 
 
@@ -220,7 +257,19 @@ class DataSource(ApiModel):
 
 
 class Toleration(ApiModel):
-    """A pod toleration, as in core/v1."""
+    """A pod toleration, as in core/v1, with the rules the pod's validation applies."""
+
+    __rules__ = (
+        Rule(cel="(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+             message="operator must be Exists when key is empty (which tolerates every taint)",
+             check=lambda m: bool(m.key) or m.operator == "Exists", field="operator"),
+        Rule(cel="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             message="value must be empty when operator is Exists",
+             check=lambda m: m.operator != "Exists" or not m.value, field="value"),
+        Rule(cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             message="tolerationSeconds applies only to effect NoExecute",
+             check=lambda m: m.toleration_seconds is None or m.effect == "NoExecute", field="tolerationSeconds"),
+    )
 
     key: Optional[str] = Field(None, description="key is the taint key the toleration applies to.", max_length=317,
                                pattern=LABEL_KEY_PATTERN)

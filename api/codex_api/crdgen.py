@@ -86,14 +86,17 @@ def structural(model: type, field: str) -> dict[str, Any]:
 
 
 def _root_schema(model: type) -> dict[str, Any]:
-    """The openAPIV3Schema of a kind: its spec and status from the model, the rest as every CRD has it."""
-    return {
+    """The openAPIV3Schema of a kind: its spec and status from the model, the rest as every CRD has it,
+    and the kind's own rules (on its name)."""
+    rules = [rule.to_crd() for rule in getattr(model, "__rules__", ())]
+    return ({"x-kubernetes-validations": rules} if rules else {}) | {
         "type": "object",
         "description": " ".join((model.__doc__ or "").split()),
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of the object."},
             "kind": {"type": "string", "description": "Kind of the object."},
-            "metadata": {"type": "object"},
+            # name is declared for the kind's rule to point at (a CRD may say nothing else of metadata).
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": structural(model, "spec"),
             "status": structural(model, "status"),
         },

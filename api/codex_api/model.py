@@ -10,8 +10,9 @@ from pydantic.alias_generators import to_snake
 
 from . import runtimes
 from .base import ApiModel, Rule, exactly_one_rule
-from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, IMAGE_PATTERN, LABEL_KEY_PATTERN, NAME_PATTERN,
-                     QUANTITY_PATTERN, REVISION_PATTERN, Condition, Labels, ModelSource, ObjectMeta, PvcPath, SecretKeyRef, Toleration, labels_rule,
+from .common import (CONDITIONS_FIELD, HUB_REPO_PATTERN, IMAGE_PATTERN, NAME_PATTERN,
+                     QUANTITY_PATTERN, REVISION_PATTERN, Condition, Labels, ModelSource, ObjectMeta, PvcPath, SecretKeyRef,
+                     Toleration, extended_resource_rule, gpu_resource_field, labels_rule, object_name_rule,
                      refuse_inline_secrets)
 
 KIND = "CodexModel"
@@ -72,15 +73,13 @@ class Adapter(ApiModel):
 class ModelResources(ApiModel):
     """Compute for each serving pod."""
 
-    __rules__ = (labels_rule("nodeSelector"),)
+    __rules__ = (labels_rule("nodeSelector"), extended_resource_rule("gpuResourceName"))
 
     cpu: Optional[str] = Field(None, description="cpu request and limit, such as \"2\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: Optional[str] = Field(None, description="memory request and limit, such as \"4Gi\".",
                                   pattern=QUANTITY_PATTERN, max_length=64)
     gpus: int = Field(0, description="gpus per pod. Defaults to 0 (CPU serving, builtin runtime only).", ge=0, le=16)
-    gpu_resource_name: str = Field("nvidia.com/gpu", description="gpuResourceName is the extended resource that "
-                                   "counts GPUs. Defaults to \"nvidia.com/gpu\".", max_length=317,
-                                   pattern=LABEL_KEY_PATTERN)
+    gpu_resource_name: str = gpu_resource_field()
     node_selector: Labels = Field(default_factory=dict, description="nodeSelector for the pods. Defaults to "
                                           "{}.")
     tolerations: list[Toleration] = Field(default_factory=list, description="tolerations for the pods. Defaults to "
@@ -241,6 +240,8 @@ class CodexModelStatus(ApiModel):
 class CodexModel(ApiModel):
     """CodexModel serves a base causal LM plus a LoRA adapter behind an OpenAI-compatible endpoint, with the
     builtin server or vLLM."""
+
+    __rules__ = (object_name_rule("CodexModel"),)
 
     api_version: Literal["codex.dev/v1alpha1"] = Field("codex.dev/v1alpha1", description="apiVersion.")
     kind: Literal["CodexModel"] = Field("CodexModel", description="kind.")

@@ -8,9 +8,10 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from .base import ApiModel, Rule, at_most_one, at_most_one_rule
-from .common import (IMAGE_PATTERN, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
+from .common import (IMAGE_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
                      REVISION_PATTERN, DataSource, Labels, ModelSource, Name, ObjectMeta, PvcPath,
-                     SecretKeyRef, Toleration, labels_rule, refuse_inline_secrets)
+                     SecretKeyRef, Toleration, extended_resource_rule, gpu_resource_field, labels_rule, object_name_rule,
+                     refuse_inline_secrets)
 from .evaluation import Evaluation
 # The evaluation and status types live in their own modules; they are imported here too so that
 # ``from codex_api.training_run import Gates`` (and the rest) keeps working for every importer.
@@ -127,15 +128,11 @@ class Training(ApiModel):
 class Resources(ApiModel):
     """Compute for the training Job."""
 
-    __rules__ = (labels_rule("nodeSelector"),)
+    __rules__ = (labels_rule("nodeSelector"), extended_resource_rule("gpuResourceName"))
 
     nodes: int = Field(1, description="nodes is the number of pods (torchrun nodes). Defaults to 1.", ge=1, le=512)
     gpus_per_node: int = Field(1, description="gpusPerNode is the GPUs each pod asks for. Defaults to 1.", ge=0, le=16)
-    gpu_resource_name: str = Field(
-        "nvidia.com/gpu",
-        description="gpuResourceName is the extended resource that counts GPUs. Defaults to \"nvidia.com/gpu\".",
-        max_length=317, pattern=LABEL_KEY_PATTERN,
-    )
+    gpu_resource_name: str = gpu_resource_field()
     cpu: Optional[str] = Field(None, description="cpu request and limit per pod, such as \"8\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: Optional[str] = Field(
         None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN, max_length=64
@@ -280,6 +277,8 @@ class CodexTrainingRunSpec(ApiModel):
 class CodexTrainingRun(ApiModel):
     """CodexTrainingRun fine-tunes a base causal LM with LoRA or QLoRA, evaluates it against quality gates, and
     publishes the adapter to the Hugging Face Hub and/or a PVC."""
+
+    __rules__ = (object_name_rule("CodexTrainingRun"),)
 
     api_version: Literal["codex.dev/v1alpha1"] = Field("codex.dev/v1alpha1", description="apiVersion.")
     kind: Literal["CodexTrainingRun"] = Field("CodexTrainingRun", description="kind.")

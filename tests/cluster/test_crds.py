@@ -93,6 +93,18 @@ MALFORMED = [
     ("vllm-without-gpu", with_changes(GOOD_MODEL, {"spec": {
         "baseModel": {"hub": "org/base"}, "adapter": {"hub": {"repoId": "o/a"}}, "runtime": "vllm"}}),
      ["spec.resources.gpus", "the vllm runtime needs at least one GPU"]),
+    ("toleration-without-key-or-exists", with_changes(GOOD_RUN, {"spec.resources": {"tolerations": [{}]}}),
+     ["spec.resources.tolerations[0].operator", "operator must be Exists when key is empty"]),
+    ("gpu-resource-unqualified", with_changes(GOOD_RUN, {"spec.resources": {"gpuResourceName": "gpu"}}),
+     ["spec.resources.gpuResourceName", "should match"]),
+    ("gpu-resource-native", with_changes(GOOD_MODEL, {"spec.resources": {"gpuResourceName": "kubernetes.io/gpu"}}),
+     ["spec.resources.gpuResourceName", "must be an extended resource"]),
+    ("secret-key-dotdot", with_changes(GOOD_RUN, {"spec.baseModel.tokenSecretRef": {"name": "s", "key": ".."}}),
+     ["spec.baseModel.tokenSecretRef.key", "should match"]),
+    ("url-with-vertical-tab", with_changes(GOOD_RUN, {"spec.dataset.source": {"url": "https://example.com/a\x0bb"}}),
+     ["spec.dataset.source.url", "should match"]),
+    ("name-with-a-dot", with_changes(GOOD_MODEL, {"metadata.name": "model.v2"}),
+     ["metadata.name", "a CodexModel name is lowercase letters, digits and '-', starting with a letter"]),
     ("model-revision-with-newline", with_changes(GOOD_MODEL, {"spec.adapter": {"hub": {"repoId": "o/a", "revision": "v1\n"}}}),
      ["spec.adapter.hub.revision", "should match"]),
 ]

@@ -47,10 +47,10 @@ from good_specs import GOOD_MODEL, GOOD_RUN
 pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# CODEX_FUZZ_EXAMPLES and CODEX_FUZZ_SECONDS run it longer (or shorter).
+# CODEX_FUZZ_EXAMPLES, CODEX_FUZZ_SECONDS and CODEX_FUZZ_SEED run it longer, shorter or otherwise.
 MAX_EXAMPLES = int(os.environ.get("CODEX_FUZZ_EXAMPLES", "3000"))
 TIME_BOUND_SECONDS = float(os.environ.get("CODEX_FUZZ_SECONDS", "150"))
-FUZZ_SEED = 20261202
+FUZZ_SEED = int(os.environ.get("CODEX_FUZZ_SEED", "20261202"))
 # The disagreements shown when the test fails (all are counted).
 SHOWN = 12
 
@@ -67,6 +67,27 @@ def _seeds() -> list[dict[str, Any]]:
 
 
 SEEDS = _seeds()
+
+
+def _values_by_key() -> dict[str, list[Any]]:
+    """Every value the seeds give each field name: what a "borrow" mutation sets, so that mutations
+    also combine valid values (cross-field rules, and children built from unusual specs)."""
+    pool: dict[str, list[Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                pool.setdefault(key, []).append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    for obj in SEEDS:
+        walk(obj["spec"])
+    return pool
+
+
+BORROWED = _values_by_key()
 
 # Strings a user or an attacker would try, beside hypothesis' own text.
 TRICKY_STRINGS = [
@@ -88,6 +109,8 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
                                                         st.dictionaries(TEXT, inner, max_size=3)), max_leaves=6)
 
 Path_ = tuple[Any, ...]
+# Not extra at the root: status among them, which a create ignores (the status subresource).
+ROOT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 
 
 def paths_of(node: Any, prefix: Path_) -> list[Path_]:
@@ -143,6 +166,8 @@ def mutated(draw) -> tuple[dict[str, Any], list[str]]:
         path = draw(st.sampled_from(paths))
         node = at(obj, path)
         ops = ["extra"] if path == () else ["set", "delete"] if path != ("metadata", "name") else ["set"]
+        if path and path[-1] in BORROWED:
+            ops += ["borrow"] * 3
         if isinstance(node, str):
             ops += ["string", "string"]
         if isinstance(node, bool):
@@ -170,6 +195,9 @@ def mutated(draw) -> tuple[dict[str, Any], list[str]]:
         elif op == "near":  # a neighbour of the same type: the bounds, off by one
             value = node + draw(st.sampled_from([-2, -1, 1, 2, 100])) * (1 if isinstance(node, int) else 0.25)
             set_at(obj, path, value)
+        elif op == "borrow":
+            value = copy.deepcopy(draw(st.sampled_from(BORROWED[path[-1]])))
+            set_at(obj, path, value)
         elif op == "flip":
             value = not node
             set_at(obj, path, value)
@@ -179,7 +207,10 @@ def mutated(draw) -> tuple[dict[str, Any], list[str]]:
                 else node + [draw(VALUES)]
             set_at(obj, path, value)
         else:
-            key, value = draw(st.one_of(TEXT, st.sampled_from(["token", "apiKey", "status", "spec", "x"]))), draw(VALUES)
+            key = draw(st.one_of(TEXT, st.sampled_from(["token", "apiKey", "password", "spec", "x"])))
+            if path == () and key in ROOT_KEYS:
+                key += "-extra"  # the root's own fields are mutated where they are, not replaced
+            value = draw(VALUES)
             node[key] = value
             where += f".{key}"
         done.append(f"{op} {where} = {value!r:.120}")
