@@ -29,12 +29,13 @@ GOMOD_ROOT = Path(__file__).resolve().parent.parent / "gomod"
 KUBE_MODULE_DIR = GOMOD_ROOT / "kube"
 ETCD_MODULE_DIR = GOMOD_ROOT / "etcd"
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy")
 KUBE_PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
 }
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
 GO_INSTALLED = {
@@ -42,6 +43,15 @@ GO_INSTALLED = {
     "kube-linter": f"golang.stackrox.io/kube-linter/cmd/kube-linter@{versions.KUBE_LINTER_VERSION}",
 }
 ALL_BINARIES = (*KUBE_COMMANDS, "etcd", "helm")
+# The pod network's binaries (versions.py says why these), by name: what `go install` builds.
+CNI_PLUGINS = {name: f"github.com/containernetworking/plugins/plugins/{kind}/{name}@{versions.CNI_PLUGINS_VERSION}"
+               for kind, name in (("main", "bridge"), ("ipam", "host-local"), ("main", "loopback"),
+                                  ("meta", "portmap"))}
+NETWORK_INSTALLED = {
+    **CNI_PLUGINS,
+    "coredns": f"github.com/coredns/coredns@{versions.COREDNS_VERSION}",
+    "kube-router": f"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@{versions.KUBE_ROUTER_VERSION}",
+}
 
 
 def cache_root() -> Path:
@@ -168,6 +178,39 @@ def build(force: bool = False) -> Path:
             os.replace(produced, target / produced.name)
         staging.rmdir()
         print(f"built {', '.join(todo)} in {time.monotonic() - started:.0f}s into {target}", file=sys.stderr)
+    return target
+
+
+def network_bin_dir() -> Path:
+    """Where the pod network's binaries are cached (the CNI plugins in its cni/), keyed by their versions."""
+    key = (f"net-cni-{versions.CNI_PLUGINS_VERSION}_coredns-{versions.COREDNS_VERSION}"
+           f"_kube-router-{versions.KUBE_ROUTER_VERSION}")
+    return cache_root() / "bin" / key
+
+
+def network_binary(name: str) -> Path:
+    """A pod-network binary: a CNI plugin (in cni/, the CNI_PATH) or coredns, kube-router."""
+    return network_bin_dir() / ("cni" if name in CNI_PLUGINS else "") / name
+
+
+def build_network() -> Path:
+    """Build the pod network's binaries missing from the cache (the first run on a machine takes some
+    minutes: CoreDNS and kube-router are large); return their directory."""
+    target = network_bin_dir()
+    (target / "cni").mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        todo = [name for name in NETWORK_INSTALLED if not network_binary(name).exists()]
+        started = time.monotonic()
+        for name in todo:
+            staging = target / ".partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            env = _go_env() | {"GOBIN": str(staging), "GOFLAGS": ""}
+            _run(["go", "install", "-trimpath", "-ldflags", "-s -w", NETWORK_INSTALLED[name]], cwd=Path("/"), env=env)
+            os.replace(staging / name, network_binary(name))
+            shutil.rmtree(staging, ignore_errors=True)
+        if todo:
+            print(f"built {', '.join(todo)} in {time.monotonic() - started:.0f}s into {target}", file=sys.stderr)
     return target
 
 

@@ -14,3 +14,12 @@ STAGING_VERSION = "v0." + KUBERNETES_VERSION[3:]
 ETCD_VERSION = "v3.6.4"
 HELM_VERSION = "v3.21.4"
 KUBE_LINTER_VERSION = "v0.8.3"
+
+# The pod network, each from the Go module proxy: the CNI plugins containerd calls (bridge, host-local,
+# loopback, portmap), CoreDNS with its kubernetes plugin, and kube-router for NetworkPolicy only
+# (sigs.k8s.io/kube-network-policies needs nftables' queue expression, which this kernel lacks:
+# `nft add rule inet t c queue num 100` answers "No such file or directory"). kube-proxy comes from
+# k8s.io/kubernetes at KUBERNETES_VERSION, through the wrapper module like the control plane.
+CNI_PLUGINS_VERSION = "v1.10.0"
+COREDNS_VERSION = "v1.15.0"
+KUBE_ROUTER_VERSION = "v2.1.0"
