@@ -85,3 +85,43 @@ def test_the_underlay_connects_host_and_nodes_and_leaves_nothing_behind(tmp_path
         netplan.release(plan)
     assert underlay.leftovers(plan) == []
     underlay.down(plan)  # again, on nothing: no error
+
+
+def _listen_in(netns: str, host: str) -> subprocess.Popen:
+    """A one-connection TCP server on ``host``:8080 inside ``netns``, answering b'ok'."""
+    code = ("import socket; s = socket.create_server((%r, 8080)); print('ready', flush=True); "
+            "c, _ = s.accept(); c.sendall(b'ok'); c.close()" % host)
+    server = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              text=True)
+    assert server.stdout.readline().strip() == "ready"
+    return server
+
+
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+def test_a_pod_sandbox_gets_its_address_from_the_cni_plugins_and_gives_it_back(tmp_path, monkeypatch):
+    from localcluster import build, cni
+    cni_path = build.build_network(tuple(build.CNI_PLUGINS)) / "cni"
+    monkeypatch.setattr(netplan, "MARKERS", tmp_path / "markers")
+    plan = netplan.claim(str(tmp_path))
+    pod_cidr = str(list(plan.cluster_cidr.subnets(new_prefix=plan.NODE_CIDR_MASK))[0])
+    runtime = cni.Cni(cni_path, plan.node_netns(0), cni.node_conflist(plan, pod_cidr, tmp_path / "ipam"),
+                      tmp_path / "results")
+    sandbox = plan.pod_netns("0123-uid")
+    try:
+        underlay.up(plan, nodes=1)
+        underlay.route_pods(plan, 0, pod_cidr)
+        subprocess.run(["ip", "netns", "add", sandbox], check=True)
+        address = cni.pod_ip(runtime.add("0123-uid", sandbox))
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(pod_cidr)
+        server = _listen_in(sandbox, address)
+        with socket.create_connection((address, 8080), timeout=5) as connection:  # host -> node -> pod
+            assert connection.recv(2) == b"ok"
+        server.wait(5)
+        runtime.delete("0123-uid", sandbox)
+        runtime.delete("0123-uid", sandbox)  # a second DEL is no error
+        assert list((tmp_path / "ipam" / cni.NETWORK_NAME).glob("1*")) == []  # the address is given back
+    finally:
+        subprocess.run(["ip", "netns", "del", sandbox], capture_output=True)
+        underlay.down(plan)
+        netplan.release(plan)
+    assert underlay.leftovers(plan) == []

@@ -193,14 +193,14 @@ def network_binary(name: str) -> Path:
     return network_bin_dir() / ("cni" if name in CNI_PLUGINS else "") / name
 
 
-def build_network() -> Path:
-    """Build the pod network's binaries missing from the cache (the first run on a machine takes some
-    minutes: CoreDNS and kube-router are large); return their directory."""
+def build_network(names: tuple[str, ...] = tuple(NETWORK_INSTALLED)) -> Path:
+    """Build those of the pod network's binaries ``names`` missing from the cache (the first run on a
+    machine takes minutes: CoreDNS and kube-router are large); return their directory."""
     target = network_bin_dir()
     (target / "cni").mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        todo = [name for name in NETWORK_INSTALLED if not network_binary(name).exists()]
+        todo = [name for name in names if not network_binary(name).exists()]
         started = time.monotonic()
         for name in todo:
             staging = target / ".partial"
