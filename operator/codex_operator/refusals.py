@@ -4,7 +4,7 @@ until the spec changes (a retry would build the same object and be refused the s
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from codex_api import SpecError
 
@@ -64,14 +64,19 @@ class ChildRefused(Exception):
 
 
 def half_made(made: list[tuple[dict[str, Any], bool]]) -> list[dict[str, Any]]:
-    """Of the children a refused pass found or created, (child, created), the ones to remove, newest
-    first: all of them but a volume that was there before the pass (it may hold an earlier attempt's
-    checkpoints or hand-off, which a fixed spec resumes from)."""
+    """Of the children a refused pass of a run found or created, (child, created), the ones to remove,
+    newest first: all of them but a volume that was there before the pass (it may hold an earlier
+    attempt's checkpoints or hand-off, which a fixed spec resumes from)."""
     return [child for child, created in reversed(made) if created or child["kind"] != "PersistentVolumeClaim"]
 
 
-async def remove_half_made(kube: Kube, made: list[tuple[dict[str, Any], bool]]) -> None:
-    """Delete what a refused pass left (:func:`half_made`), newest first."""
-    for child in half_made(made):
+async def refuse(kube: Kube, error: ApiError, owner_kind: str, remove: list[dict[str, Any]]) -> NoReturn:
+    """Raise :class:`ChildRefused` for a validation refusal, once the children ``remove`` are deleted
+    (in that order); re-raise ``error`` when it is not one."""
+    spec_error = refusal(error, owner_kind)
+    if spec_error is None:
+        raise error
+    for child in remove:
         meta = child["metadata"]
         await kube.delete(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
+    raise ChildRefused(spec_error) from error

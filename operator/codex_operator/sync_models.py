@@ -17,7 +17,7 @@ from . import metrics, names, runtimes
 from .builders.serving import build_hpa, build_service, endpoint
 from .config import OperatorConfig
 from .k8s import ApiError, NotOwnedError
-from .refusals import ChildRefused, refusal, remove_half_made
+from .refusals import ChildRefused, refuse
 from .promotion import Resolution, references_run, resolve
 from .specs import ModelView
 from .ssa import apply_child
@@ -73,12 +73,12 @@ async def apply_model_children(state: OperatorState, body: dict[str, Any], child
     Deployment.
 
     A child the apiserver refuses raises :class:`ChildRefused`, once the children this pass created
-    are removed again (refusals.half_made). Those that were there before stay: they serve the spec
-    before this one, and a bad edit is no reason to stop serving.
+    are removed again. Those that were there before stay: they serve the spec before this one, and a
+    bad edit is no reason to stop serving.
     """
     meta = body["metadata"]
     result: dict[str, Optional[dict]] = {}
-    made: list[tuple[dict[str, Any], bool]] = []
+    made: list[dict[str, Any]] = []  # what this pass created
     for kind, api_version in CHILD_KINDS.items():
         desired, current = children[kind], live.get(kind)
         if desired is None:
@@ -90,12 +90,9 @@ async def apply_model_children(state: OperatorState, body: dict[str, Any], child
         except NotOwnedError as error:
             raise Requeue(f"{error}; waiting for it to be removed", delay=30)
         except ApiError as error:
-            spec_error = refusal(error, KIND)
-            if spec_error is None:
-                raise
-            await remove_half_made(state.kube, [(child, True) for child, created in made if created])
-            raise ChildRefused(spec_error) from error
-        made.append((desired, created))
+            await refuse(state.kube, error, KIND, made[::-1])
+        if created:
+            made.append(desired)
     return result.get("Deployment")
 
 

@@ -25,7 +25,7 @@ from .builders.stages import build_sandbox_network_policy, build_work_pvc
 from .conditions import find_condition
 from .k8s import NORMAL, URGENT, ApiError, NotOwnedError
 from .state import Key, OperatorState
-from .refusals import ChildRefused, refusal, remove_half_made
+from .refusals import ChildRefused, half_made, refusal, refuse
 from .specs import RunView
 from .stages import advance, follow_sandbox, run_jobs
 from .status import RUN_OWNED_FIELDS, StageJobs, compute_run_status
@@ -116,11 +116,7 @@ async def create_job_path(state: OperatorState, key: Key, owner: dict[str, Any],
         try:
             (job,) = await apply_chain(state, chains["job"], owner["metadata"]["uid"], URGENT, made)
         except ApiError as error:
-            spec_error = refusal(error, KIND)
-            if spec_error is None:
-                raise
-            await remove_half_made(state.kube, made)
-            raise ChildRefused(spec_error) from error
+            await refuse(state.kube, error, KIND, half_made(made))
     tracked = state.record(key)
     tracked.job = slim_job(job)
     return tracked.job, chains["rbac"]

@@ -78,8 +78,10 @@ def test_the_underlay_connects_host_and_nodes_and_leaves_nothing_behind(tmp_path
         stray = str(plan.cluster_cidr[77])
         route = subprocess.run(["ip", "route", "get", stray], capture_output=True, text=True)
         assert route.returncode != 0 or "unreachable" in route.stdout, route.stdout
-        underlay.route_pods(plan, 1, str(list(plan.cluster_cidr.subnets(new_prefix=24))[1]))
-        assert ipaddress.ip_address(stray) in plan.block
+        pods = list(plan.cluster_cidr.subnets(new_prefix=plan.NODE_CIDR_MASK))[1]
+        underlay.route_pods(plan, 1, str(pods))
+        via = subprocess.run(["ip", "route", "get", str(pods[5])], capture_output=True, text=True, check=True).stdout
+        assert f"via {plan.node_address(1)} dev {plan.bridge}" in via, via
     finally:
         underlay.down(plan)
         netplan.release(plan)

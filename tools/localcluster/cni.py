@@ -64,8 +64,8 @@ class Cni:
         ``ips[0].address`` is the pod's IP."""
         result: dict[str, Any] | None = None
         for plugin in self.conflist["plugins"]:
-            result = self._call("ADD", plugin, container_id, netns, result) or result
-        self._call("ADD", LOOPBACK, container_id, netns, None, ifname="lo", top=LOOPBACK)
+            result = self._call("ADD", self._config(plugin, result), container_id, netns) or result
+        self._call("ADD", LOOPBACK, container_id, netns, ifname="lo")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         (self.cache_dir / f"{container_id}.json").write_text(json.dumps(result))
         return result or {}
@@ -76,25 +76,25 @@ class Cni:
         cached = self.cache_dir / f"{container_id}.json"
         previous = json.loads(cached.read_text()) if cached.exists() else None
         for plugin in reversed(self.conflist["plugins"]):
-            self._call("DEL", plugin, container_id, netns, previous)
+            self._call("DEL", self._config(plugin, previous), container_id, netns)
         cached.unlink(missing_ok=True)
 
-    def _call(self, command: str, plugin: dict[str, Any], container_id: str, netns: str,
-              previous: dict[str, Any] | None, ifname: str = IFNAME, top: dict[str, Any] | None = None
-              ) -> dict[str, Any] | None:
-        config = dict(plugin) if top is not None else {
-            "cniVersion": self.conflist["cniVersion"], "name": self.conflist["name"], **plugin}
-        if previous is not None:
-            config["prevResult"] = previous
+    def _config(self, plugin: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+        """One plugin's network config within the list: the list's version and name, and the result so far."""
+        config = {"cniVersion": self.conflist["cniVersion"], "name": self.conflist["name"], **plugin}
+        return config if previous is None else {**config, "prevResult": previous}
+
+    def _call(self, command: str, config: dict[str, Any], container_id: str, netns: str,
+              ifname: str = IFNAME) -> dict[str, Any] | None:
         netns_path = NETNS_DIR / netns
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command,
                "CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_PATH": str(self.cni_path),
                "CNI_NETNS": str(netns_path) if netns_path.exists() or command == "ADD" else ""}
-        binary = self.cni_path / plugin["type"]
+        binary = self.cni_path / config["type"]
         proc = subprocess.run(["ip", "netns", "exec", self.node_netns, str(binary)], input=json.dumps(config),
                               capture_output=True, text=True, env=env, timeout=60)
         if proc.returncode != 0:
-            raise CniError(f"CNI {command} {plugin['type']} for {container_id}: "
+            raise CniError(f"CNI {command} {config['type']} for {container_id}: "
                            f"{(proc.stdout or proc.stderr).strip()}")
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 

@@ -89,11 +89,15 @@ def route_pods(plan: NetPlan, node: int, pod_cidr: str) -> None:
 def down(plan: NetPlan) -> None:
     """Remove every namespace and link of the plan, and its routes (which go with the bridge, but for
     the unreachable one). Safe to repeat, and on a half-made underlay."""
-    for netns in sorted(p.name for p in NETNS_DIR.glob(plan.prefix + "*")) if NETNS_DIR.exists() else ():
+    for netns in _namespaces(plan):
         _ip("netns", "del", netns, check=False)
     for link in _links(plan):
         _ip("link", "del", link, check=False)
     _ip("route", "del", "unreachable", str(plan.block), check=False)
+
+
+def _namespaces(plan: NetPlan) -> list[str]:
+    return sorted(p.name for p in NETNS_DIR.glob(plan.prefix + "*")) if NETNS_DIR.exists() else []
 
 
 def _links(plan: NetPlan) -> list[str]:
@@ -103,7 +107,7 @@ def _links(plan: NetPlan) -> list[str]:
 
 def leftovers(plan: NetPlan) -> list[str]:
     """What of the plan's still exists on the host: namespaces, links, routes into the block."""
-    found = [f"netns {p.name}" for p in NETNS_DIR.glob(plan.prefix + "*")] if NETNS_DIR.exists() else []
+    found = [f"netns {name}" for name in _namespaces(plan)]
     found += [f"link {name}" for name in _links(plan)]
     routes = json.loads(_ip("-j", "route", "show").stdout or "[]")
     block = plan.block
