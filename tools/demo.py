@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -146,6 +147,16 @@ def complete(url: str) -> str:
         return json.loads(response.read())["choices"][0]["text"]
 
 
+def answered(url: str) -> list[str] | None:
+    """[the completion], or None while kube-proxy has not yet picked up the new endpoint (refused)."""
+    try:
+        return [complete(url)]
+    except urllib.error.URLError as error:
+        if isinstance(error, urllib.error.HTTPError) or "refused" not in str(error.reason):
+            raise
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="train the tiny embedded model instead of SmolLM2-135M")
@@ -158,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CODEX_MODELS_DIR"] = str(MODELS_DIR)
     workdir = Path(tempfile.mkdtemp(prefix="codex-demo-"))
     workdir.chmod(0o755)
-    cluster = LocalCluster(workdir, nodes=[NodeSpec(labels={"codex.dev/demo": "true"})], host_env=("CODEX_MODELS_DIR",))
+    # The real pod network: the completion below goes through the model's Service, as a client's would.
+    cluster = LocalCluster(workdir, nodes=[NodeSpec(labels={"codex.dev/demo": "true"})],
+                           host_env=("CODEX_MODELS_DIR",), network="real")
     ok = False
     try:
         clock.step(2, "embedded control plane + node agent")
@@ -192,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                         "--timeout=600s", timeout=620)
         print(cluster.kubectl("get", "cxmodel", "-n", namespace, "-o", "wide").stdout)
         clock.step(8, "a completion from the served endpoint")
-        url = cluster.service_url(namespace, "codex-demo-server", 8000)
-        print(f"    POST {url}/v1/completions  (in-cluster: "
+        url = cluster.service_address(namespace, "codex-demo-server", 8000)
+        print(f"    POST {url}/v1/completions  (Service codex-demo-server's ClusterIP; in-cluster: "
               f"{phase(cluster, 'cxmodel', 'codex-demo', namespace).get('endpoint')})")
         print("    prompt:\n" + "\n".join("      " + line for line in PROMPT.splitlines()))
-        answer = complete(url)
+        answer = cluster.wait_for("the Service to answer", lambda: answered(url), timeout=60, interval=0.5)[0]
         shown = answer.rstrip() if answer.strip() else repr(answer)
         print("    answer:\n" + "\n".join("      " + line for line in shown.splitlines()))
         ok = True

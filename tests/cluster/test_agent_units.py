@@ -9,11 +9,13 @@ import pytest
 from localcluster.agent.config import AgentConfig, entrypoint, image_problem
 from localcluster.agent.env import ConfigError, expand, field_value, resource_value
 from localcluster.agent.launch import NONROOT_UID, identity
+from localcluster.netplan import ClusterNetwork
 from localcluster.podnet import PodIps
 
 CONFIG = AgentConfig(state_dir=Path("/nonexistent"), nodes=[], runnable_image_prefixes=("codex-operator",
-                     "codex-trainer"), skip_image_prefixes=("codex-trainer-gpu",), pod_cidr="127.16.0.0/16",
-                     apiserver_port=6443)
+                     "codex-trainer"), skip_image_prefixes=("codex-trainer-gpu",),
+                     network=ClusterNetwork("loopback", loopback_block="127.16.0.0/16"), apiserver_port=6443,
+                     image_entrypoints={"registry.k8s.io/coredns/coredns": ["/cache/coredns"]})
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -44,10 +46,11 @@ def test_image_problem(image, problem):
 @pytest.mark.parametrize("image, command", [
     ("codex-operator:dev", ["codex-operator"]),
     ("registry.local/codex-trainer:1", ["codex-train"]),
+    ("registry.k8s.io/coredns/coredns:v1.15.0", ["/cache/coredns"]),
     ("other:1", []),
-], ids=["operator", "trainer", "unknown"])
+], ids=["operator", "trainer", "cluster-service", "unknown"])
 def test_entrypoint_table(image, command):
-    assert entrypoint(image) == command
+    assert entrypoint(image, CONFIG) == command
 
 
 @pytest.mark.parametrize("pod_security, container_security, expected", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -80,18 +81,21 @@ def test_deployment_becomes_available_behind_readiness_probe(cluster, cluster_na
     assert (status["readyReplicas"], status["availableReplicas"]) == (2, 2)
     pods = cluster.get_json("pods", "-n", cluster_namespace, "-l", "app=web")["items"]
     ips = {p["status"]["podIP"] for p in pods}
-    pod_network = ipaddress.ip_network(cluster.state["pod_cidr"])
+    pod_network = ipaddress.ip_network(cluster.get_json("node/local-node")["spec"]["podCIDR"])
     assert len(ips) == 2 and all(ipaddress.ip_address(ip) in pod_network for ip in ips), ips
-    url = cluster.wait_for("a ready endpoint of service web", lambda: _ready_url(cluster, cluster_namespace))
-    assert url.split("//")[1].split(":")[0] in ips and url.endswith(":8080")
-    with urllib.request.urlopen(url + "/index.html", timeout=5) as response:
-        assert response.read().decode() == "hello from the local node\n"
+    url = cluster.service_address(cluster_namespace, "web", 80)
+    page = cluster.wait_for("service web to answer on its ClusterIP", lambda: _get(url + "/index.html"))
+    assert page == "hello from the local node\n"
 
 
-def _ready_url(cluster, namespace):
+def _get(url: str) -> str | None:
+    """The body, or None while kube-proxy has no endpoint for it yet (refused)."""
     try:
-        return cluster.service_url(namespace, "web", 80)
-    except LookupError:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except urllib.error.URLError as error:
+        if isinstance(error, urllib.error.HTTPError):
+            raise
         return None
 
 

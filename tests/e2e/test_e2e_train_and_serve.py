@@ -39,7 +39,7 @@ def complete(url: str, prompt: str, key: str | None = API_KEY, timeout: float = 
 
 
 def served_url(cluster, namespace: str) -> str:
-    return cluster.service_url(namespace, "codex-demo-server", 8000)
+    return cluster.service_address(namespace, "codex-demo-server", 8000)
 
 
 def test_run_trains_then_model_serves_it(cluster, namespace, operator):

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from . import build
-from .cluster import DEFAULT_CAPACITY, DEFAULT_RUNNABLE, LocalCluster, NodeSpec, default_workdir
+from .cluster import DEFAULT_CAPACITY, DEFAULT_RUNNABLE, NETWORK_MODES, LocalCluster, NodeSpec, default_workdir
 
 
 def _key_values(pairs: list[str], what: str) -> dict[str, str]:
@@ -38,7 +38,8 @@ def _nodes(args: argparse.Namespace) -> list[NodeSpec]:
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.workdir, nodes=_nodes(args),
                            runnable_image_prefixes=args.runnable_image_prefix or DEFAULT_RUNNABLE,
-                           skip_image_prefixes=args.skip_image_prefix, host_env=args.host_env)
+                           skip_image_prefixes=args.skip_image_prefix, host_env=args.host_env,
+                           network=args.network)
     cluster.up(timeout=args.timeout)
     print(f"# cluster up in {cluster.state['up_seconds']}s; logs in {cluster.workdir / 'logs'}", file=sys.stderr)
     print(f"KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--skip-image-prefix", action="append", default=[],
                     help="images the agent leaves Pending (benchmark mode)")
     up.add_argument("--host-env", action="append", default=[], help="host env var copied into every container")
+    up.add_argument("--network", choices=NETWORK_MODES, default=None,
+                    help="real: pods in network namespaces with CNI, kube-proxy and CoreDNS; loopback: pods on "
+                         "127.X addresses of the host's namespace; auto (default, or $LOCALCLUSTER_NETWORK): "
+                         "real where the host allows it")
     up.add_argument("--timeout", type=float, default=180.0)
     up.set_defaults(func=cmd_up)
 

@@ -26,14 +26,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from . import build, controlplane, layout, pki as pki_module, podnet, procs
+from . import build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, procs, underlay
+from .netplan import ClusterNetwork
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer", "codex-serve")
 DEFAULT_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 # Stop order: the agent first (it stops the pods' processes), etcd last.
 _STOP_ORDER = ("agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
-_GENERATED = ("state.json", "kubeconfig", "pki", "etcd", "logs", "agent", "apiserver-certs")
+_GENERATED = ("state.json", "kubeconfig", "pki", "etcd", "logs", "agent", "apiserver-certs", "kube-proxy")
+NETWORK_MODES = ("auto", "real", "loopback")
+
+
+class NetworkModeError(RuntimeError):
+    """The real network was asked for and this host cannot give it."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,14 @@ def default_workdir() -> Path:
 class LocalCluster:
     def __init__(self, workdir: Path | str | None = None, nodes: Sequence[NodeSpec] = (NodeSpec(),),
                  runnable_image_prefixes: Sequence[str] = DEFAULT_RUNNABLE,
-                 skip_image_prefixes: Sequence[str] = (), host_env: Sequence[str] = ()):
+                 skip_image_prefixes: Sequence[str] = (), host_env: Sequence[str] = (),
+                 network: str | None = None):
         self.workdir = Path(workdir or default_workdir()).resolve()
+        # real: pods in network namespaces (CNI, kube-proxy, CoreDNS); loopback: pods on 127.X addresses
+        # of the host's namespace; auto: real where the host allows it. $LOCALCLUSTER_NETWORK by default.
+        self.network_mode = network or os.environ.get("LOCALCLUSTER_NETWORK") or "auto"
+        if self.network_mode not in NETWORK_MODES:
+            raise ValueError(f"network mode {self.network_mode!r} is not one of {', '.join(NETWORK_MODES)}")
         self.nodes = tuple(nodes)
         self.runnable_image_prefixes = tuple(runnable_image_prefixes)
         self.skip_image_prefixes = tuple(skip_image_prefixes)
@@ -80,8 +92,12 @@ class LocalCluster:
         return self.workdir / "agent"
 
     @property
+    def network(self) -> ClusterNetwork:
+        return ClusterNetwork(**self.state["network"])
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.state['ports']['apiserver']}"
+        return f"https://{self.network.api_host}:{self.state['ports']['apiserver']}"
 
     @property
     def pki(self) -> pki_module.Pki:
@@ -120,20 +136,31 @@ class LocalCluster:
         for name in _GENERATED:  # never wipe the whole workdir: it may be a directory the user chose
             path = self.workdir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        reason = underlay.unavailable_reason() if self.network_mode != "loopback" else None
+        if reason and self.network_mode == "real":
+            raise NetworkModeError(f"the real pod network is unavailable: {reason}")
         bin_dir = build.build()
+        net_dir = build.build_network() if self.network_mode != "loopback" and not reason else None
         ports = controlplane.Ports.pick()
-        pki = pki_module.create(self.workdir / "pki")
-        controlplane.write_kubeconfig(self.kubeconfig, f"https://127.0.0.1:{ports.apiserver}", pki.ca_crt,
-                                      pki.admin_token)
-        self.state = {
-            "ports": asdict(ports), "bin_dir": str(bin_dir), "processes": [],
-            "pod_cidr": None,
-            "nodes": [n.to_dict() for n in self.nodes],
-        }
+        self.state = {"ports": asdict(ports), "bin_dir": str(bin_dir), "net_dir": str(net_dir or ""),
+                      "processes": [], "network": None, "nodes": [n.to_dict() for n in self.nodes]}
         self._save()
         try:
-            self.state["pod_cidr"] = podnet.claim_block(str(self.workdir))
+            if net_dir is None:
+                network = ClusterNetwork("loopback", loopback_block=podnet.claim_block(str(self.workdir)))
+                if self.network_mode == "auto":
+                    print(f"localcluster: loopback network (no Service routing, no DNS): {reason}", file=sys.stderr)
+            else:
+                network = ClusterNetwork("real", index=netplan.claim(str(self.workdir)).index)
+            self.state["network"] = network.to_dict()
             self._save()
+            if network.real:
+                underlay.up(network.plan, len(self.nodes))
+                underlay.route_services(network.plan, network.plan.service_cidr)
+            node_ips = [str(network.plan.node_address(i)) for i in range(len(self.nodes))] if network.real else []
+            pki = pki_module.create(self.workdir / "pki", api_ips=(network.api_host, network.apiserver_service_ip),
+                                    node_ips=tuple(node_ips))
+            controlplane.write_kubeconfig(self.kubeconfig, self.server, pki.ca_crt, pki.admin_token)
             self._start_all(bin_dir, ports, pki, timeout)
         except BaseException:
             self.down()
@@ -162,30 +189,64 @@ class LocalCluster:
         etcd = self._spawn("etcd", controlplane.etcd_args(bin_dir / "etcd", self.workdir / "etcd", ports))
         controlplane.wait_until("etcd health", lambda: controlplane.http_ok(
             f"http://127.0.0.1:{ports.etcd_client}/health")[0], remaining(), self._exited(etcd))
+        network = self.network
         apiserver = self._spawn("kube-apiserver", controlplane.apiserver_args(
-            bin_dir / "kube-apiserver", pki, ports, self.workdir / "apiserver-certs"))
+            bin_dir / "kube-apiserver", pki, ports, self.workdir / "apiserver-certs", network))
         controlplane.wait_until("kube-apiserver /readyz", lambda: controlplane.http_ok(
             f"{self.server}/readyz", pki.ca_crt, pki.admin_token)[0], remaining(), self._exited(apiserver))
         kcm = self._spawn("kube-controller-manager", controlplane.controller_manager_args(
-            bin_dir / "kube-controller-manager", pki, ports, self.kubeconfig))
+            bin_dir / "kube-controller-manager", pki, ports, self.kubeconfig, network))
         scheduler = self._spawn("kube-scheduler", controlplane.scheduler_args(
             bin_dir / "kube-scheduler", ports, self.kubeconfig))
         agent = self._spawn("agent", self._agent_argv(ports), env=self._agent_env())
+        proxies = [self._spawn_kube_proxy(bin_dir, i, node.name) for i, node in enumerate(self.nodes)] \
+            if network.real else []
         for record, port in ((kcm, ports.controller_manager), (scheduler, ports.scheduler)):
             controlplane.wait_until(f"{record.name} /healthz", lambda p=port: controlplane.http_ok(
                 f"https://127.0.0.1:{p}/healthz")[0], remaining(), self._exited(record))
         controlplane.wait_until("every node Ready", self._nodes_ready, remaining(), self._exited(agent))
+        controlplane.wait_until("ServiceAccount kube-system/default", lambda: self._api_get(
+            "/api/v1/namespaces/kube-system/serviceaccounts/default") is not None, remaining(), self._exited(kcm))
+        if not network.real:
+            return
+        self.apply(*clusternet.coredns_manifests(network))
+        vip = f"https://{network.apiserver_service_ip}/readyz"
+        for proxy in proxies:
+            controlplane.wait_until(f"the kubernetes Service at {vip} through {proxy.name}", lambda: controlplane.http_ok(
+                vip, pki.ca_crt, pki.admin_token)[0], remaining(), self._exited(proxy))
+        controlplane.wait_until(f"CoreDNS answering for kubernetes.default.svc at {network.dns_ip}",
+                                self._dns_answers, remaining(), self._exited(agent))
         controlplane.wait_until("ServiceAccount default/default", lambda: self._api_get(
             "/api/v1/namespaces/default/serviceaccounts/default") is not None, remaining(), self._exited(kcm))
+
+    def _spawn_kube_proxy(self, bin_dir: Path, index: int, node: str) -> procs.ProcessRecord:
+        """kube-proxy for ``node``, inside the node's network namespace (its rules are the node's)."""
+        directory = self.workdir / "kube-proxy"
+        directory.mkdir(exist_ok=True)
+        config = directory / f"{node}.json"
+        config.write_text(json.dumps(clusternet.kube_proxy_config(
+            self.network, node, self.kubeconfig, clusternet.proxy_mode()), indent=2) + "\n")
+        return self._spawn(f"kube-proxy-{node}", clusternet.kube_proxy_argv(
+            bin_dir / "kube-proxy", self.network.plan.node_netns(index), config))
+
+    def _dns_answers(self) -> bool:
+        try:
+            return bool(clusternet.dns_query(self.network.dns_ip, "kubernetes.default.svc.cluster.local", 0.5))
+        except (OSError, clusternet.DnsError):
+            return False
 
     def _agent_argv(self, ports: controlplane.Ports) -> list[str]:
         self.agent_dir.mkdir(parents=True, exist_ok=True)
         config = {
             "nodes": self.state["nodes"],
-            "runnable_image_prefixes": list(self.runnable_image_prefixes),
+            "runnable_image_prefixes": list(self.runnable_image_prefixes) + (
+                [clusternet.COREDNS_IMAGE_REPOSITORY] if self.state["net_dir"] else []),
             "skip_image_prefixes": list(self.skip_image_prefixes),
             "host_env": {name: os.environ[name] for name in self.host_env if name in os.environ},
-            "pod_cidr": self.state["pod_cidr"],
+            "network": self.state["network"],
+            "cni_bin": str(Path(self.state["net_dir"]) / "cni") if self.state["net_dir"] else "",
+            "image_entrypoints": {clusternet.COREDNS_IMAGE_REPOSITORY: [
+                str(Path(self.state["net_dir"]) / "coredns")]} if self.state["net_dir"] else {},
             "apiserver_port": ports.apiserver,
             "kubelet_port": ports.kubelet,
             "ca_file": str(self.pki.ca_crt),
@@ -229,8 +290,14 @@ class LocalCluster:
             except (OSError, ValueError, TypeError):
                 pass
             leftover.unlink(missing_ok=True)
-        if self.state.get("pod_cidr"):
-            podnet.release_block(self.state["pod_cidr"])
+        network = self.state.get("network")
+        if network:
+            network = ClusterNetwork(**network)
+            if network.real:
+                underlay.down(network.plan)
+                netplan.release(network.plan)
+            else:
+                podnet.release_block(network.loopback_block)
         if self.state:
             self.state["processes"] = []
             self._save()
@@ -263,36 +330,19 @@ class LocalCluster:
     def pod_logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
         return layout.read_logs(self.agent_dir, namespace, pod, container, previous)
 
-    def service_url(self, namespace: str, service: str, port: int | str) -> str:
-        """``http://<ready pod ip>:<targetPort>`` for a Service port.
-
-        Pods are local processes on loopback addresses and there is no kube-proxy (nor
-        EndpointSlices, which refuse loopback addresses), so this resolves the Service the way
-        kube-proxy would: its selector picks the pods, a Ready one answers on the targetPort
-        (a number, or a container port name). Like ``minikube service --url``.
-        """
+    def service_address(self, namespace: str, service: str, port: int | str) -> str:
+        """``http://<ClusterIP>:<port>`` of a Service port (a number or a port name): kube-proxy on the
+        nodes carries it to a ready endpoint, from the host as from pods. Needs the real network."""
+        if not self.network.real:
+            raise LookupError(f"service {namespace}/{service}: the loopback network routes no Service "
+                              "(start the cluster with the real network)")
         svc = self.get_json("service", service, "-n", namespace)
-        ports = svc["spec"].get("ports", [])
-        wanted = next((p for p in ports if p.get("port") == port or p.get("name") == port), None)
+        wanted = next((p for p in svc["spec"].get("ports", []) if port in (p.get("port"), p.get("name"))), None)
         if wanted is None:
             raise LookupError(f"service {namespace}/{service} has no port {port!r}")
-        selector = svc["spec"].get("selector") or {}
-        if not selector:
-            raise LookupError(f"service {namespace}/{service} has no selector")
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        pods = self.get_json("pods", "-n", namespace, "-l", label_selector)["items"]
-        target = wanted.get("targetPort", wanted["port"])
-        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-            ready = any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in pod.get("status", {}).get("conditions") or [])
-            if not ready or pod["metadata"].get("deletionTimestamp") or not pod["status"].get("podIP"):
-                continue
-            number = target if isinstance(target, int) else next(
-                (p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
-                 if p.get("name") == target), None)
-            if number is not None:
-                return f"http://{pod['status']['podIP']}:{number}"
-        raise LookupError(f"service {namespace}/{service} port {port!r} has no ready pod")
+        if svc["spec"].get("clusterIP") in (None, "", "None"):
+            raise LookupError(f"service {namespace}/{service} is headless: it has no ClusterIP")
+        return f"http://{svc['spec']['clusterIP']}:{wanted['port']}"
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None,
                          timeout: float = 30.0) -> str:

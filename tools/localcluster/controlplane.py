@@ -1,11 +1,14 @@
 """Command lines and health checks of etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
 
-Every component listens on 127.0.0.1 only, on ports picked at random at ``up``
-time, so several clusters can run side by side. The flags follow
-controller-runtime's envtest, plus what envtest leaves out: the controller
-manager (garbage collection, Jobs, Deployments, ServiceAccount tokens), the
-scheduler, and ``--advertise-address=127.0.0.1`` (these sandboxes have no
-default route, without which the apiserver refuses to start).
+Every component listens on ports picked at random at ``up`` time, so several
+clusters can run side by side: etcd and the health ports on 127.0.0.1, the
+apiserver on the network's ``api_host`` (the host's address on the cluster's
+underlay, where pods and nodes reach it; 127.0.0.1 in loopback mode). The flags
+follow controller-runtime's envtest, plus what envtest leaves out: the
+controller manager (garbage collection, Jobs, Deployments, ServiceAccount tokens,
+and node podCIDRs on the real network), the scheduler, and an explicit
+``--advertise-address`` (these sandboxes may have no default route, without
+which the apiserver refuses to start).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import pki as pki_module
+from .netplan import ClusterNetwork, NetPlan
 from .pki import Pki
 
 
@@ -70,28 +73,30 @@ def etcd_args(binary: Path, data_dir: Path, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(binary: Path, pki: Pki, ports: Ports, cert_dir: Path) -> list[str]:
+def apiserver_args(binary: Path, pki: Pki, ports: Ports, cert_dir: Path, network: ClusterNetwork) -> list[str]:
+    host = network.api_host
     return [
         str(binary),
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports.apiserver}",
+        f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={ports.apiserver}",
         f"--cert-dir={cert_dir}", f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
         f"--client-ca-file={pki.ca_crt}", f"--token-auth-file={pki.tokens_csv}",
         # No aggregated API servers here; a request-header CA only keeps the components' logs quiet.
         f"--requestheader-client-ca-file={pki.ca_crt}", "--requestheader-allowed-names=front-proxy-client",
         "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
         "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
-        f"--service-account-issuer=https://127.0.0.1:{ports.apiserver}",
+        f"--service-account-issuer=https://{host}:{ports.apiserver}",
         f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={pki_module.SERVICE_CIDR}", "--allow-privileged=true",
+        f"--service-cluster-ip-range={network.service_cidr}", "--allow-privileged=true",
         # PodSecurity, ServiceAccount, DefaultStorageClass, ... are on by default in 1.34; these add to them.
         "--enable-admission-plugins=NodeRestriction,PodSecurity,ServiceAccount,DefaultStorageClass,ResourceQuota",
         # `kubectl logs/exec` reach the node agent's kubelet API over TLS with a client certificate.
         f"--kubelet-client-certificate={pki.kubelet_client_crt}", f"--kubelet-client-key={pki.kubelet_client_key}",
         f"--kubelet-certificate-authority={pki.ca_crt}", "--kubelet-preferred-address-types=InternalIP",
-        # The `kubernetes` Service would get 127.0.0.1 as endpoint, which validation refuses (loopback);
-        # pods reach the apiserver through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
-        "--endpoint-reconciler-type=none",
+        # On the real network the `kubernetes` Service's endpoint is the apiserver's underlay address.
+        # On loopback it would be 127.0.0.1, which validation refuses: pods there reach the apiserver
+        # through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
+        *([] if network.real else ["--endpoint-reconciler-type=none"]),
         "--profiling=false", "--v=1",
     ]
 
@@ -104,14 +109,19 @@ def _component_common(kubeconfig: Path, port: int) -> list[str]:
     ]
 
 
-def controller_manager_args(binary: Path, pki: Pki, ports: Ports, kubeconfig: Path) -> list[str]:
+def controller_manager_args(binary: Path, pki: Pki, ports: Ports, kubeconfig: Path,
+                            network: ClusterNetwork) -> list[str]:
+    # On the real network the node IPAM controller gives each Node a /24 of the pod range (spec.podCIDR),
+    # which the agent's CNI config hands out.
+    ipam = [f"--cluster-cidr={network.cluster_cidr}", "--allocate-node-cidrs=true",
+            f"--node-cidr-mask-size={NetPlan.NODE_CIDR_MASK}"] if network.real else []
     return [
         str(binary), *_component_common(kubeconfig, ports.controller_manager),
         f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_crt}",
         "--use-service-account-credentials=true",
         # Every default controller: jobs, deployments, replicasets, garbage collector, namespaces,
         # serviceaccount(-token), endpoints(lices), horizontal pod autoscaling, the PV binder, ...
-        "--controllers=*", f"--service-cluster-ip-range={pki_module.SERVICE_CIDR}",
+        "--controllers=*", f"--service-cluster-ip-range={network.service_cidr}", *ipam,
     ]
 
 

@@ -141,3 +141,63 @@ def claim(owner: str) -> NetPlan:
 
 def release(plan: NetPlan) -> None:
     (MARKERS / str(plan.index)).unlink(missing_ok=True)
+
+
+LOOPBACK_SERVICE_CIDR = ipaddress.ip_network("10.0.0.0/24")
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """Which network a cluster runs on, and what follows from it: one record that ``up``, the control
+    plane's flags, the agent and the tests all read.
+
+    ``real``: the block of :class:`NetPlan` ``index``, pods in network namespaces wired by the CNI
+    plugins, kube-proxy and CoreDNS. ``loopback`` (where network namespaces cannot be made): pods in
+    the host's namespace, each on an address of the 127.X.0.0/16 ``loopback_block``, no Service
+    routing and no DNS.
+    """
+
+    mode: str
+    index: int | None = None
+    loopback_block: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("real", "loopback"):
+            raise ValueError(f"network mode {self.mode!r} is neither 'real' nor 'loopback'")
+        if (self.mode == "real") != (self.index is not None):
+            raise ValueError("the real network needs a block index, and only it")
+
+    @property
+    def real(self) -> bool:
+        return self.mode == "real"
+
+    @property
+    def plan(self) -> NetPlan:
+        if self.index is None:
+            raise ValueError("the loopback network has no address plan")
+        return NetPlan(self.index)
+
+    @property
+    def api_host(self) -> str:
+        """Where the apiserver listens: the host's underlay address (pods and nodes reach it), or loopback."""
+        return str(self.plan.host_address) if self.real else "127.0.0.1"
+
+    @property
+    def service_cidr(self) -> str:
+        return str(self.plan.service_cidr if self.real else LOOPBACK_SERVICE_CIDR)
+
+    @property
+    def apiserver_service_ip(self) -> str:
+        return str(ipaddress.ip_network(self.service_cidr).network_address + 1)
+
+    @property
+    def dns_ip(self) -> str | None:
+        """The cluster DNS Service's address; None without cluster DNS (loopback)."""
+        return str(self.plan.dns_service_ip) if self.real else None
+
+    @property
+    def cluster_cidr(self) -> str | None:
+        return str(self.plan.cluster_cidr) if self.real else None
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "index": self.index, "loopback_block": self.loopback_block}

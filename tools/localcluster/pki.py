@@ -6,9 +6,11 @@ Everything is ECDSA P-256 (fast to generate, accepted by every component):
   the apiserver's ``--client-ca-file`` and the ``--root-ca-file`` that
   kube-controller-manager publishes as the ``kube-root-ca.crt`` ConfigMap (so
   pods find it at /var/run/secrets/kubernetes.io/serviceaccount/ca.crt).
-- ``apiserver.crt``: serving certificate for 127.0.0.1, 10.0.0.1 (the
-  ``kubernetes`` Service ClusterIP) and the ``kubernetes.default.svc`` names.
-- ``kubelet.crt``: serving certificate of the node agent's kubelet API (logs).
+- ``apiserver.crt``: serving certificate for 127.0.0.1, the addresses the cluster's network gives
+  the apiserver (its address on the underlay and the ``kubernetes`` Service ClusterIP) and the
+  ``kubernetes.default.svc`` names.
+- ``kubelet.crt``: serving certificate of the node agent's kubelet API (logs), for loopback and
+  every node's address.
 - ``kubelet-client.crt``: the client certificate the apiserver presents to it.
 - ``sa.key``/``sa.pub``: ServiceAccount token signing key pair.
 - ``tokens.csv``: the static admin bearer token (group ``system:masters``).
@@ -21,8 +23,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICE_IP = "10.0.0.1"
-SERVICE_CIDR = "10.0.0.0/24"
 API_DNS_NAMES = (
     "localhost",
     "kubernetes",
@@ -110,8 +110,9 @@ def _signed_cert(root: Path, name: str, subject: str, extension: str, ips=(), dn
     config.unlink()
 
 
-def create(root: Path) -> Pki:
-    """Generate a fresh CA, certificates, ServiceAccount keys and admin token under ``root``."""
+def create(root: Path, api_ips: tuple[str, ...] = (), node_ips: tuple[str, ...] = ()) -> Pki:
+    """Generate a fresh CA, certificates, ServiceAccount keys and admin token under ``root``; the
+    apiserver's certificate also names ``api_ips``, the kubelet's ``node_ips``."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     config = _write_config(root, "ca", (), ())
@@ -120,8 +121,9 @@ def create(root: Path) -> Pki:
              config.name, "-extensions", "ca_ext", "-days", "3650", "-out", "ca.crt", cwd=root)
     config.unlink()
     _signed_cert(root, "apiserver", "/CN=kube-apiserver", "server_ext",
-                 ips=("127.0.0.1", SERVICE_IP), dns=API_DNS_NAMES)
-    _signed_cert(root, "kubelet", "/CN=localcluster-kubelet", "server_ext", ips=("127.0.0.1",), dns=("localhost",))
+                 ips=tuple(dict.fromkeys(("127.0.0.1", *api_ips))), dns=API_DNS_NAMES)
+    _signed_cert(root, "kubelet", "/CN=localcluster-kubelet", "server_ext",
+                 ips=tuple(dict.fromkeys(("127.0.0.1", *node_ips))), dns=("localhost",))
     _signed_cert(root, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "client_ext")
     _ec_key(root / "sa.key")
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=root)

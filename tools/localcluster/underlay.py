@@ -86,6 +86,12 @@ def route_pods(plan: NetPlan, node: int, pod_cidr: str) -> None:
     _ip("route", "replace", pod_cidr, "via", str(plan.node_address(node)), "dev", plan.bridge)
 
 
+def route_services(plan: NetPlan, service_cidr) -> None:
+    """The host's route to the Service range, through node 0: its kube-proxy translates what the host sends
+    to a ClusterIP (and masquerades it, so the replies come back the same way)."""
+    _ip("route", "replace", str(service_cidr), "via", str(plan.node_address(0)), "dev", plan.bridge)
+
+
 def down(plan: NetPlan) -> None:
     """Remove every namespace and link of the plan, and its routes (which go with the bridge, but for
     the unreachable one). Safe to repeat, and on a half-made underlay."""

@@ -17,6 +17,7 @@ from .kube import Kube
 from .kubeletapi import serve
 from .manager import PodManager
 from .nodes import NodeKeeper
+from .podnetwork import LoopbackNetwork, RealNetwork, listen_in
 from .provisioner import Provisioner
 
 log = logging.getLogger("localcluster.agent")
@@ -37,13 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
+    names = [n["name"] for n in config.nodes]
+    network = (RealNetwork(config.network, names, Path(config.cni_bin), config.state_dir) if config.network.real
+               else LoopbackNetwork(config.network))
     if config.kubelet_port:
-        serve(config.state_dir, config.kubelet_port, config.kubelet_cert, config.kubelet_key, config.ca_file)
-    nodes = NodeKeeper(kube, config.nodes, config.kubelet_port)
+        # The apiserver reaches each node's kubelet API at the node's InternalIP, inside the node.
+        for listening in ([listen_in(network.node_netns(n), network.node_address(n), config.kubelet_port)
+                           for n in names] if network.real else [None]):
+            serve(config.state_dir, config.kubelet_port, config.kubelet_cert, config.kubelet_key, config.ca_file,
+                  listening)
+    nodes = NodeKeeper(kube, config.nodes, config.kubelet_port, network)
     nodes.register()
+    nodes.set_up_network(stop)
     provisioner = Provisioner(kube, config.state_dir)
     provisioner.ensure_storage_class()
-    pods = PodManager(kube, config)
+    pods = PodManager(kube, config, network)
     threads = [
         threading.Thread(target=nodes.heartbeat_forever, args=(stop,), name="heartbeat", daemon=True),
         threading.Thread(target=run_informer, name="pvc-informer", daemon=True, args=(

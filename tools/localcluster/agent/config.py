@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..netplan import ClusterNetwork
+
 # Image name prefix -> the command its ENTRYPOINT runs, for containers that give no `command`.
 ENTRYPOINTS = {
     "codex-operator": ["codex-operator"],
@@ -24,13 +26,16 @@ class AgentConfig:
     nodes: list[dict]
     runnable_image_prefixes: tuple[str, ...]
     skip_image_prefixes: tuple[str, ...]
-    pod_cidr: str
+    network: ClusterNetwork
     apiserver_port: int
     kubelet_port: int = 0
     ca_file: str = ""
     kubelet_cert: str = ""
     kubelet_key: str = ""
     host_env: dict[str, str] = field(default_factory=dict)
+    # The real network's CNI plugins, and images of the cluster's own services (CoreDNS) -> their command.
+    cni_bin: str = ""
+    image_entrypoints: dict[str, list[str]] = field(default_factory=dict)
     # Not sys.executable resolved: the venv's bin dir holds the console scripts.
     bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
 
@@ -42,13 +47,15 @@ class AgentConfig:
             nodes=raw["nodes"],
             runnable_image_prefixes=tuple(raw.get("runnable_image_prefixes", ())),
             skip_image_prefixes=tuple(raw.get("skip_image_prefixes", ())),
-            pod_cidr=raw["pod_cidr"],
+            network=ClusterNetwork(**raw["network"]),
             apiserver_port=int(raw["apiserver_port"]),
             kubelet_port=int(raw.get("kubelet_port", 0)),
             ca_file=raw.get("ca_file", ""),
             kubelet_cert=raw.get("kubelet_cert", ""),
             kubelet_key=raw.get("kubelet_key", ""),
             host_env=dict(raw.get("host_env", {})),
+            cni_bin=raw.get("cni_bin", ""),
+            image_entrypoints={k: list(v) for k, v in raw.get("image_entrypoints", {}).items()},
         )
 
     @property
@@ -80,6 +87,7 @@ def image_problem(image: str, config: AgentConfig) -> tuple[str, str] | None:
     return None
 
 
-def entrypoint(image: str) -> list[str]:
-    prefix = _matches(image, tuple(ENTRYPOINTS))
-    return list(ENTRYPOINTS[prefix]) if prefix else []
+def entrypoint(image: str, config: AgentConfig) -> list[str]:
+    table = {**ENTRYPOINTS, **config.image_entrypoints}
+    prefix = _matches(image, tuple(table))
+    return list(table[prefix]) if prefix else []

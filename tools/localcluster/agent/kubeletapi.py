@@ -8,6 +8,7 @@ a certificate from the cluster CA are served.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -91,9 +92,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def serve(state_dir: Path, port: int, cert: str, key: str, ca: str) -> ThreadingHTTPServer:
+def serve(state_dir: Path, port: int, cert: str, key: str, ca: str,
+          listening: socket.socket | None = None) -> ThreadingHTTPServer:
+    """Serve on 127.0.0.1:``port``, or on ``listening`` (a socket bound in a node's network namespace)."""
     handler = type("KubeletHandler", (_Handler,), {"state_dir": state_dir})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    if listening is None:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    else:
+        server = ThreadingHTTPServer(listening.getsockname(), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = listening
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     context.load_verify_locations(ca)

@@ -42,11 +42,16 @@ def identity(pod_spec: dict, container: dict) -> tuple[int, int, list[int]]:
 
 def base_env(config: AgentConfig, pod_name: str, home: Path, container: dict, gpus: list[int]) -> dict[str, str]:
     """What every container starts with before its own env: PATH, HOME, the in-cluster API address, GPUs."""
-    port = str(config.apiserver_port)
+    # As kubelet: the `kubernetes` Service's ClusterIP and port (kube-proxy forwards it to the apiserver).
+    # Loopback mode has no kube-proxy: pods there reach the apiserver on 127.0.0.1 directly.
+    host, port = ((config.network.apiserver_service_ip, "443") if config.network.real
+                  else ("127.0.0.1", str(config.apiserver_port)))
     env = {
         "PATH": config.container_path, "HOSTNAME": pod_name, "HOME": str(home),
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port,
-        "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://127.0.0.1:{port}",
+        "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        "KUBERNETES_PORT_443_TCP": f"tcp://{host}:{port}", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+        "KUBERNETES_PORT_443_TCP_ADDR": host, "KUBERNETES_PORT_443_TCP_PORT": port,
         **config.host_env,
     }
     # Like the NVIDIA device plugin: a container sees exactly the GPUs it was allocated, others none.
@@ -66,7 +71,7 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
     pod_name = pod_view["metadata"]["name"]
     env = EnvResolver(kube, pod_view, allocatable).resolve(
         container, base_env(config, pod_name, home, container, gpus))
-    command = container.get("command") or entrypoint(container.get("image", ""))
+    command = container.get("command") or entrypoint(container.get("image", ""), config)
     argv = [expand(part, env.get) for part in [*command, *(container.get("args") or [])]]
     if not argv:
         raise ConfigError(f"no command specified, and image {container.get('image')} has no entrypoint "

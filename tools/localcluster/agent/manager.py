@@ -1,11 +1,10 @@
-"""PodManager: turn pod watch events into PodWorkers, and hand out pod IPs and GPUs."""
+"""PodManager: turn pod watch events into PodWorkers, and hand out GPUs; the pod network gives the sandboxes."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from ..podnet import PodIps
 from .config import AgentConfig
 from .container import install_shim
 from .worker import TERMINAL, PodWorker
@@ -14,24 +13,24 @@ log = logging.getLogger(__name__)
 
 
 class PodManager:
-    def __init__(self, kube, config: AgentConfig):
+    def __init__(self, kube, config: AgentConfig, network):
         self.kube = kube
         self.config = config
+        self.network = network  # a podnetwork.RealNetwork or LoopbackNetwork
         self.lock = threading.Lock()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # pods whose worker is done: only their deletion is left
-        self.ips = PodIps(config.pod_cidr)
         self.shim = install_shim(config.state_dir)
         self.free_gpus = {n["name"]: list(range(int(n["capacity"].get("nvidia.com/gpu", 0))))
                           for n in config.nodes}
 
     def on_list(self, pods: list[dict]) -> None:
         listed = {p["metadata"]["uid"] for p in pods}
+        for pod in pods:
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip:
+                self.network.adopt(ip)
         with self.lock:
-            for pod in pods:
-                ip = (pod.get("status") or {}).get("podIP")
-                if ip and self.ips.contains(ip):
-                    self.ips.used.add(ip)
             vanished = [w for uid, w in self.workers.items() if uid not in listed]
         for worker in vanished:
             worker.vanish()
@@ -47,7 +46,6 @@ class PodManager:
             worker = self.workers.get(uid)
             if event_type == "DELETED":
                 self.finished.discard(uid)
-                self.ips.release(worker.pod_ip if worker else (pod.get("status") or {}).get("podIP", ""))
                 if worker:
                     worker.vanish()
                 return
@@ -59,10 +57,9 @@ class PodManager:
                 if meta.get("deletionTimestamp"):
                     self.kube.delete_pod_now(meta["namespace"], meta["name"], uid)
                 return
-            pod_ip = (pod.get("status") or {}).get("podIP") or self.ips.allocate()
-            worker = PodWorker(pod, self, pod_ip, self._take_gpus(pod))
+            worker = PodWorker(pod, self, self._take_gpus(pod))
             self.workers[uid] = worker
-        log.info("pod %s/%s: starting on %s with IP %s", meta["namespace"], meta["name"], spec["nodeName"], pod_ip)
+        log.info("pod %s/%s: starting on %s", meta["namespace"], meta["name"], spec["nodeName"])
         worker.start()
 
     def _take_gpus(self, pod: dict) -> list[int]:
@@ -73,6 +70,8 @@ class PodManager:
         return taken
 
     def worker_finished(self, worker: PodWorker) -> None:
+        # Every container has stopped: the sandbox goes, as kubelet removes a finished pod's.
+        self.network.release(worker.uid, worker.node, worker.sandbox)
         with self.lock:
             self.workers.pop(worker.uid, None)
             self.free_gpus.setdefault(worker.node, []).extend(worker.gpus)

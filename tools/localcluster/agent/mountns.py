@@ -4,6 +4,8 @@ Run by the agent as ``python -I -S mountns.py run SPEC.json`` (standard library
 only, so it starts in milliseconds) in a fresh session, with stdout and stderr
 already pointing at the container's log file. In order it:
 
+0. joins the pod's network namespace (``netns``, a path under /run/netns), as a container joins its
+   pod's pause container; without one it stays in the host's (loopback mode);
 1. unshares a mount namespace (and a UTS namespace: the hostname is the pod
    name) and makes every mount private, so nothing below reaches the host;
 2. pivots into a new root: a tmpfs holding every top-level entry of the host's
@@ -43,6 +45,7 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 # Per-mount flags a remount must keep (mountinfo's options field -> flag).
 KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
@@ -236,8 +239,18 @@ def _exec(spec):
     os.execve(_resolve(argv[0], spec["env"].get("PATH", "")), argv, spec["env"])
 
 
+def _join_network(path):
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        _call(libc.setns(handle, CLONE_NEWNET), f"setns into the pod's network namespace {path}")
+    finally:
+        os.close(handle)
+
+
 def run(spec):
     _die_with_agent(spec["agent_pid"])
+    if spec.get("netns"):
+        _join_network(spec["netns"])
     _call(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     hostname = spec["hostname"].encode()[:64]
@@ -260,7 +273,7 @@ def run(spec):
 
 
 def enter(pid, spec):
-    for kind, flag in (("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS)):
+    for kind, flag in (("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS)):
         handle = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
         _call(libc.setns(handle, flag), f"setns {kind} of pid {pid}")
         os.close(handle)

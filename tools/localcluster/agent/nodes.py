@@ -32,22 +32,32 @@ def node_manifest(node: dict) -> dict:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node["name"], "labels": labels}, "spec": {}}
 
 
-def node_status(node: dict, kubelet_port: int, transitions: dict[str, str]) -> dict:
+NETWORK_NOT_READY = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+                     "message:Network plugin returns error: cni plugin not initialized")
+
+
+def node_status(node: dict, kubelet_port: int, transitions: dict[str, str], address: str = "127.0.0.1",
+                network_ready: bool = True) -> dict:
+    """The Node's status as kubelet posts it; not Ready until the node's pod network is (as kubelet
+    waits for its CNI config)."""
     stamp = now_rfc3339()
     conditions = []
+    ready = (("True", "KubeletReady", "localcluster node agent is posting ready status") if network_ready
+             else ("False", "KubeletNotReady", NETWORK_NOT_READY))
     for kind, value, reason, message in (
         ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
         ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        ("Ready", "True", "KubeletReady", "localcluster node agent is posting ready status"),
+        ("Ready", *ready),
     ):
-        transitions.setdefault(kind, stamp)
+        if transitions.get(f"{kind}/status") != value:
+            transitions[kind], transitions[f"{kind}/status"] = stamp, value
         conditions.append({"type": kind, "status": value, "reason": reason, "message": message,
                            "lastHeartbeatTime": stamp, "lastTransitionTime": transitions[kind]})
     capacity = dict(node["capacity"])
     return {
         "capacity": capacity, "allocatable": capacity, "conditions": conditions,
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node["name"]}],
+        "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": node["name"]}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": "localcluster", "systemUUID": "localcluster", "bootID": "localcluster",
@@ -59,10 +69,12 @@ def node_status(node: dict, kubelet_port: int, transitions: dict[str, str]) -> d
 
 
 class NodeKeeper:
-    def __init__(self, kube, nodes: list[dict], kubelet_port: int):
+    def __init__(self, kube, nodes: list[dict], kubelet_port: int, network):
         self.kube = kube
         self.nodes = nodes
         self.kubelet_port = kubelet_port
+        self.network = network
+        self.network_ready = not network.real
         self.transitions: dict[str, dict[str, str]] = {n["name"]: {} for n in nodes}
         self.uids: dict[str, str] = {}
 
@@ -80,8 +92,31 @@ class NodeKeeper:
             self._post_status(node)
             self._renew_lease(node["name"])
 
+    def set_up_network(self, stop: threading.Event) -> None:
+        """Wait for every Node's podCIDR (the controller manager's node IPAM), set its pod network up,
+        then post the Nodes Ready."""
+        if self.network_ready:
+            return
+        for node in self.nodes:
+            while not stop.is_set():
+                try:
+                    cidr = self.kube.core.read_node(node["name"], _request_timeout=REQUEST_TIMEOUT).spec.pod_cidr
+                except Exception as err:  # noqa: BLE001 - the apiserver may be busy; ask again
+                    log.warning("node %s: reading its podCIDR failed: %s", node["name"], err)
+                    cidr = None
+                if cidr:
+                    self.network.setup_node(node["name"], cidr)
+                    log.info("node %s: pod network %s ready", node["name"], cidr)
+                    break
+                stop.wait(0.2)
+        self.network.clean_stale()
+        self.network_ready = True
+        for node in self.nodes:
+            self._post_status(node)
+
     def _post_status(self, node: dict) -> None:
-        status = node_status(node, self.kubelet_port, self.transitions[node["name"]])
+        status = node_status(node, self.kubelet_port, self.transitions[node["name"]],
+                             self.network.node_address(node["name"]), self.network_ready)
         self.kube.core.patch_node_status(node["name"], {"status": status}, _request_timeout=REQUEST_TIMEOUT)
 
     def _renew_lease(self, name: str) -> None:

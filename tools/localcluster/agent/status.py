@@ -57,7 +57,7 @@ def update_conditions(conditions: dict[str, dict], sandbox_ready: bool, pending_
     set_condition(conditions, "Ready", not unready and pod_phase == "Running", reason, message)
 
 
-def pod_status(pod: dict, pod_ip: str, start_time: str, pod_phase: str, conditions: dict[str, dict],
+def pod_status(pod: dict, pod_ip: str, host_ip: str, start_time: str, pod_phase: str, conditions: dict[str, dict],
                init_containers: Sequence[Container], containers: Sequence[Container],
                message: str = "", reason: str = "") -> dict:
     images = {c["name"]: c.get("image", "") for c in
@@ -66,7 +66,7 @@ def pod_status(pod: dict, pod_ip: str, start_time: str, pod_phase: str, conditio
     status = {
         "phase": pod_phase,
         "conditions": scheduled + [conditions[k] for k in sorted(conditions)],
-        "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+        "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
         "startTime": start_time,
         "containerStatuses": [c.status(images[c.name]) for c in containers],
     }

@@ -12,14 +12,17 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 from .. import layout
+from . import dnsfiles
 from . import status as pod_status
 from . import launch as launch_spec
 from .config import image_problem
 from .container import Container
 from .env import ConfigError
 from .kube import now_rfc3339
+from .podnetwork import Sandbox, SandboxError
 from .volumes import PodVolumes, VolumeError
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ TERMINAL = ("Succeeded", "Failed")
 
 
 class PodWorker(threading.Thread):
-    def __init__(self, pod: dict, agent, pod_ip: str, gpus: list[int]):
+    def __init__(self, pod: dict, agent, gpus: list[int]):
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.pod = pod
@@ -39,7 +42,9 @@ class PodWorker(threading.Thread):
         self.config = agent.config
         self.uid, self.namespace, self.pod_name = meta["uid"], meta["namespace"], meta["name"]
         self.node = pod["spec"]["nodeName"]
-        self.pod_ip = pod_ip
+        self.network = agent.network
+        self.sandbox: Sandbox | None = None  # made in _prepare: its IP is the pod's
+        self.host_ip = self.network.node_address(self.node)
         self.gpus = gpus
         self.wake = threading.Event()
         self.deleting = bool(meta.get("deletionTimestamp"))
@@ -157,9 +162,36 @@ class PodWorker(threading.Thread):
         for container in self.containers:
             self._probe(container, now)
 
+    @property
+    def pod_ip(self) -> str:
+        return self.sandbox.ip if self.sandbox else ""
+
+    def _make_sandbox(self) -> None:
+        """The pod's network (its own namespace through CNI, or the node's), and the /etc files that go with it."""
+        self.sandbox = self.network.sandbox(self.pod)
+        etc = self.pod_path / "etc"
+        etc.mkdir(exist_ok=True)
+        if self.network.real:
+            node_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+            (etc / "resolv.conf").write_text(dnsfiles.resolv_conf(self.pod, self.network.dns_ip, node_resolv))
+            if self.sandbox.own:  # kubelet leaves a hostNetwork pod the node's /etc/hosts
+                (etc / "hosts").write_text(dnsfiles.hosts_file(self.pod, self.sandbox.ip))
+        for path in etc.iterdir():
+            path.chmod(0o644)
+
     def _prepare(self, now: float) -> bool:
         if now < self.retry_at:
             return False
+        if self.sandbox is None:
+            try:
+                self._make_sandbox()
+            except (SandboxError, OSError) as err:
+                message = f"Failed to create pod sandbox: {err}"
+                for container in self.containers:
+                    container.set_waiting("ContainerCreating", message)
+                self._event("Warning", "FailedCreatePodSandBox", message)
+                self._retry_later(now)
+                return False
         try:
             self.volumes.setup()
         except Exception as err:  # noqa: BLE001 - bad input or a busy apiserver: report and retry
@@ -211,6 +243,7 @@ class PodWorker(threading.Thread):
             return
         if container.record is not None:
             container.note_restart()
+        self._join_sandbox(launch, container.spec)
         log_path = layout.container_log(self.pod_path, container.name, container.runs)
         container.launch = launch
         try:
@@ -221,6 +254,15 @@ class PodWorker(threading.Thread):
             self._event("Warning", "Failed", f"Error: {err}", container.name)
             return
         self._event("Normal", "Started", f"Started container {container.name}", container.name)
+
+    def _join_sandbox(self, launch: dict, spec: dict) -> None:
+        """The container joins the pod's network namespace (as a pause container's) and sees its /etc files."""
+        launch["netns"] = self.sandbox.netns if self.sandbox else None
+        taken = {m["mountPath"] for m in spec.get("volumeMounts") or []}
+        for path in sorted((self.pod_path / "etc").glob("*")):
+            target = f"/etc/{path.name}"
+            if target not in taken:
+                launch["mounts"].append({"source": str(path), "target": target, "read_only": False})
 
     def _on_exit(self, container: Container, code: int) -> None:
         policy = self.restart_policy
@@ -303,8 +345,8 @@ class PodWorker(threading.Thread):
             return
         phase = self._phase(final)
         pod_status.update_conditions(self.conditions, self.prepared, self.init[self.init_index:], self.main, phase)
-        status = pod_status.pod_status(self.pod, self.pod_ip, self.start_time, phase, self.conditions,
-                                       self.init, self.main)
+        status = pod_status.pod_status(self.pod, self.pod_ip, self.host_ip, self.start_time, phase,
+                                       self.conditions, self.init, self.main)
         if status == self.published:
             return
         try:
@@ -335,8 +377,8 @@ class PodWorker(threading.Thread):
         """The pod as the downward API sees it: with our pod IP even before the status says so."""
         view = copy.deepcopy(self.pod)
         status = view.setdefault("status", {})
-        status.update({"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "hostIP": "127.0.0.1",
-                       "hostIPs": [{"ip": "127.0.0.1"}]})
+        status.update({"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "hostIP": self.host_ip,
+                       "hostIPs": [{"ip": self.host_ip}]})
         return view
 
     def _allocatable(self) -> dict:
