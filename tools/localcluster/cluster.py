@@ -209,6 +209,10 @@ class LocalCluster:
             "/api/v1/namespaces/kube-system/serviceaccounts/default") is not None, remaining(), self._exited(kcm))
         if not network.real:
             return
+        for index, node in enumerate(self.nodes):  # NetworkPolicy: kube-router reads the Nodes it serves
+            self._spawn(f"kube-router-{node.name}", clusternet.kube_router_argv(
+                Path(self.state["net_dir"]) / "kube-router", network.plan.node_netns(index), self.kubeconfig,
+                node.name, network))
         self.apply(*clusternet.coredns_manifests(network))
         vip = f"https://{network.apiserver_service_ip}/readyz"
         for proxy in proxies:

@@ -5,6 +5,11 @@ DaemonSet pod: it lives in the node's network namespace (``ip netns exec``), so 
 tables are the node's and the host's firewall is never touched. It runs in nftables mode, or in
 iptables mode where ``nft`` is missing (:func:`proxy_mode`).
 
+NetworkPolicy is enforced by kube-router's firewall alone (``--run-firewall``; its BGP router and
+IPVS proxy stay off: the CNI bridge and kube-proxy do those jobs), one per node in the node's
+namespace, with iptables and ipsets there. sigs.k8s.io/kube-network-policies would be the first
+choice, but it needs nftables' ``queue`` expression, which this kernel refuses (versions.py).
+
 CoreDNS runs as kubeadm deploys it: a Deployment in kube-system behind the ``kube-dns`` Service
 at the plan's DNS address, with the ``kubernetes`` plugin serving ``cluster.local`` and the
 reverse zones. It has no ``forward`` plugin: a cluster here must never send a query to a server
@@ -73,6 +78,16 @@ def kube_proxy_config(network: ClusterNetwork, node_name: str, kubeconfig: Path,
 
 def kube_proxy_argv(binary: Path, node_netns: str, config: Path) -> list[str]:
     return ["ip", "netns", "exec", node_netns, str(binary), f"--config={config}", "--v=1"]
+
+
+def kube_router_argv(binary: Path, node_netns: str, kubeconfig: Path, node_name: str,
+                     network: ClusterNetwork) -> list[str]:
+    """kube-router as a NetworkPolicy controller only, for one node, inside the node's namespace."""
+    return ["ip", "netns", "exec", node_netns, str(binary), f"--kubeconfig={kubeconfig}",
+            f"--hostname-override={node_name}", "--run-firewall=true", "--run-router=false",
+            "--run-service-proxy=false", "--run-loadbalancer=false", "--enable-cni=false",
+            f"--service-cluster-ip-range={network.service_cidr}", "--health-port=20244", "--metrics-port=0",
+            "--iptables-sync-period=1m", "--v=1"]
 
 
 def coredns_image() -> str:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import socket
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .. import cni as cni_module
 from ..netplan import ClusterNetwork
@@ -30,6 +33,7 @@ from ..podnet import PodIps
 from ..underlay import NETNS_DIR
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -51,6 +55,14 @@ def _ip(*args: str) -> None:
         raise SandboxError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
+def _enter(netns: str) -> None:
+    """Move the calling thread (only it: setns is per thread) into network namespace ``netns``."""
+    with open(NETNS_DIR / netns) as handle:
+        if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns into {netns}: {os.strerror(errno)}")
+
+
 def listen_in(netns: str, address: str, port: int) -> socket.socket:
     """A TCP socket listening on ``address:port`` inside network namespace ``netns``. A socket keeps
     the namespace it was made in, so a short thread enters the namespace (setns is per thread),
@@ -59,10 +71,7 @@ def listen_in(netns: str, address: str, port: int) -> socket.socket:
 
     def make() -> None:
         try:
-            handle = open(NETNS_DIR / netns)
-            if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {netns} failed")
-            handle.close()
+            _enter(netns)
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((address, port))
@@ -92,6 +101,9 @@ class LoopbackNetwork:
 
     def node_netns(self, node: str) -> str | None:
         return None
+
+    def from_node(self, node: str, call: Callable[[], T]) -> T:
+        return call()
 
     def setup_node(self, node: str, pod_cidr: str | None) -> None:
         pass
@@ -127,6 +139,9 @@ class RealNetwork:
         self.cnis: dict[str, cni_module.Cni] = {}
         self.pod_cidrs: dict[str, str] = {}
         self.lock = threading.Lock()
+        # Threads that live in each node's namespace: what the node itself sends (probes) goes through them.
+        self.node_threads = {name: ThreadPoolExecutor(4, f"node-{name}", _enter, (self.plan.node_netns(i),))
+                             for name, i in self.index.items()}
 
     @property
     def dns_ip(self) -> str | None:
@@ -137,6 +152,10 @@ class RealNetwork:
 
     def node_netns(self, node: str) -> str:
         return self.plan.node_netns(self.index[node])
+
+    def from_node(self, node: str, call: Callable[[], T]) -> T:
+        """``call()`` run from inside the node's network namespace (its sockets are the node's)."""
+        return self.node_threads[node].submit(call).result()
 
     def setup_node(self, node: str, pod_cidr: str | None) -> None:
         """The node's CNI config and the routes to its pods; kube-proxy needs bridge netfilter on."""

@@ -282,8 +282,10 @@ class PodWorker(threading.Thread):
         for kind, prober in list(container.probers.items()):
             if not prober.due(now):
                 continue
-            changed, message = prober.run(now, container.spec, self.pod_ip,
-                                          lambda cmd, timeout: container.exec_in(cmd, container.launch, timeout))
+            # From the node, as kubelet probes (a NetworkPolicy lets a pod's own node through).
+            changed, message = self.network.from_node(self.node, lambda: prober.run(
+                now, container.spec, self.pod_ip, lambda cmd, timeout: container.exec_in(cmd, container.launch,
+                                                                                          timeout)))
             if kind == "startup" and prober.healthy:
                 prober.disarm()
                 for other in ("readiness", "liveness"):
