@@ -127,7 +127,7 @@ def test_volumes_and_env_appear_at_the_specd_paths(cluster, cluster_namespace):
     ip = done["status"]["podIP"]
     assert report == {
         "env": {"GREETING": "hello inspect $(kept)", "MODE": "train", "TOKEN": "s3cret", "NS": ns, "IP_IN_CIDR": ip,
-                "NODE": "local-node", "APP": "inspector", "NOTE": "hi", "MEM_MI": "256", "CPU_M": "1500",
+                "NODE": done["spec"]["nodeName"], "APP": "inspector", "NOTE": "hi", "MEM_MI": "256", "CPU_M": "1500",
                 "CFG_mode": "train", "API_KEY": "k-123", "CUDA_VISIBLE_DEVICES": "0",
                 "KUBERNETES_SERVICE_HOST": cluster.network.apiserver_service_ip if cluster.network.real
                 else "127.0.0.1", "UID_SET": None},

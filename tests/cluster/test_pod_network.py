@@ -73,10 +73,11 @@ print(json.dumps({'resolved': socket.gethostbyname('kubernetes.default.svc'),
                                 "svc.cluster.local cluster.local\noptions ndots:5\n")
     ip = pod["status"]["podIP"]
     assert f"{ip}\twhoami\n" in report["hosts"]
-    node = cluster.get_json("node/local-node")
+    node = cluster.get_json(f"node/{pod['spec']['nodeName']}")
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(node["spec"]["podCIDR"])
     internal = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    assert pod["status"]["hostIP"] == internal == str(cluster.network.plan.node_address(0))
+    index = [n.name for n in cluster.nodes].index(node["metadata"]["name"])
+    assert pod["status"]["hostIP"] == internal == str(cluster.network.plan.node_address(index))
 
 
 def test_a_service_spreads_requests_over_its_ready_endpoints_only(cluster, cluster_namespace):

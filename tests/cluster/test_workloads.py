@@ -81,8 +81,8 @@ def test_deployment_becomes_available_behind_readiness_probe(cluster, cluster_na
     assert (status["readyReplicas"], status["availableReplicas"]) == (2, 2)
     pods = cluster.get_json("pods", "-n", cluster_namespace, "-l", "app=web")["items"]
     ips = {p["status"]["podIP"] for p in pods}
-    pod_network = ipaddress.ip_network(cluster.get_json("node/local-node")["spec"]["podCIDR"])
-    assert len(ips) == 2 and all(ipaddress.ip_address(ip) in pod_network for ip in ips), ips
+    assert len(ips) == 2 and all(ipaddress.ip_address(p["status"]["podIP"]) in ipaddress.ip_network(
+        cluster.get_json(f"node/{p['spec']['nodeName']}")["spec"]["podCIDR"]) for p in pods), ips
     url = cluster.service_address(cluster_namespace, "web", 80)
     page = cluster.wait_for("service web to answer on its ClusterIP", lambda: _get(url + "/index.html"))
     assert page == "hello from the local node\n"

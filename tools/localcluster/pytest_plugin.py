@@ -20,12 +20,13 @@ import pytest
 
 from .cluster import DEFAULT_CAPACITY, LocalCluster, NodeSpec
 
-# One node that looks like a small GPU box: product pods asking for nvidia.com/gpu schedule here.
-TEST_NODE = NodeSpec(
-    name="local-node",
+# Two nodes that look like small GPU boxes: product pods asking for nvidia.com/gpu schedule here, and a
+# multi-node run puts a pod on each (so pods talk across nodes, as on a real cluster).
+TEST_NODES = [NodeSpec(
+    name=name,
     labels={"codex.dev/test-node": "true", "nvidia.com/gpu.present": "true"},
     capacity={**DEFAULT_CAPACITY, "nvidia.com/gpu": "2"},
-)
+) for name in ("local-node", "local-node-2")]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +41,7 @@ def cluster() -> Iterator[LocalCluster]:
     # Not under pytest's basetemp: that is mode 0700, and pods running as non-root must reach their files.
     workdir = Path(tempfile.mkdtemp(prefix="codex-localcluster-test-"))
     workdir.chmod(0o755)
-    started = LocalCluster(workdir, nodes=[TEST_NODE])
+    started = LocalCluster(workdir, nodes=TEST_NODES)
     try:
         started.up()
         yield started

@@ -83,12 +83,15 @@ class Recipe:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
+        # Before the process group exists: an embedded model is built into this pod's own cache, and
+        # transformers writes files on global rank 0 only once torch.distributed is initialised (on a
+        # second node, rank 1 would find an empty directory).
+        self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
+                                               models_dir=self.env.models_dir, data_root=self.env.data_root)
         self.args = self._setup_args(self.spec.method)
         self.tracker.set_stage("prepare")
         self.data = self._setup_data(self.spec.dataset)
         self.tasks = self._setup_tasks(self.spec.evaluation)
-        self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
-                                               models_dir=self.env.models_dir, data_root=self.env.data_root)
         self.lineage = self.lineage.model_copy(update={"base_model_revision": self.resolved.revision})
         self.tokenizer = modeling.load_tokenizer(self.resolved)
         self.model = self._setup_model(self.spec.lora)

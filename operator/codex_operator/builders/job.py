@@ -156,7 +156,17 @@ def _pod_spec(run: CodexTrainingRun, cfg: OperatorConfig) -> dict[str, Any]:
         pod["imagePullSecrets"] = [{"name": name} for name in spec.job.image_pull_secrets]
     if spec.resources.nodes > 1:
         pod["subdomain"] = names.workers_service_name(run.metadata.name)
+        pod["topologySpreadConstraints"] = [_one_pod_per_node(run)]
     return pod
+
+
+def _one_pod_per_node(run: CodexTrainingRun) -> dict[str, Any]:
+    """Each torchrun node on a Kubernetes node of its own: a skew of at most 1 over the nodes the pod may
+    use (its nodeSelector's), so two pods on two such nodes take one each, and on a single one share it."""
+    labels = names.run_labels(run.metadata.name)
+    return {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {names.LABEL_TRAINING_RUN: labels[names.LABEL_TRAINING_RUN],
+                                              names.LABEL_COMPONENT: names.COMPONENT_TRAINER}}}
 
 
 def trainer_container(run: CodexTrainingRun, cfg: OperatorConfig, args: list[str], env: list[dict[str, Any]],

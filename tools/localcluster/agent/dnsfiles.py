@@ -89,10 +89,16 @@ def resolv_conf(pod: Mapping[str, Any], dns_ip: Optional[str], node_resolv: str,
     return "\n".join(lines) + "\n"
 
 
+def pod_hostname(pod: Mapping[str, Any]) -> str:
+    """The pod's hostname as kubelet sets it: spec.hostname (an Indexed Job's pods get ``<job>-<index>``),
+    else the pod's name, cut to 63 characters."""
+    return ((pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name") or "")[:63]
+
+
 def hosts_file(pod: Mapping[str, Any], pod_ip: str, cluster_domain: str = CLUSTER_DOMAIN) -> str:
     """The pod's /etc/hosts: localhost, its own name(s) at ``pod_ip``, then its hostAliases."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    hostname = (spec.get("hostname") or meta.get("name") or "")[:63]
+    hostname = pod_hostname(pod)
     names = [hostname]
     if spec.get("subdomain"):
         names.insert(0, f"{hostname}.{spec['subdomain']}.{meta.get('namespace') or 'default'}.svc.{cluster_domain}")

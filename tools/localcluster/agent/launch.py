@@ -14,6 +14,7 @@ import sysconfig
 from pathlib import Path
 
 from .config import AgentConfig, entrypoint
+from .dnsfiles import pod_hostname
 from .env import ConfigError, EnvResolver, expand
 from .volumes import PodVolumes
 
@@ -40,14 +41,14 @@ def identity(pod_spec: dict, container: dict) -> tuple[int, int, list[int]]:
     return int(uid), int(gid), sorted(groups)
 
 
-def base_env(config: AgentConfig, pod_name: str, home: Path, container: dict, gpus: list[int]) -> dict[str, str]:
+def base_env(config: AgentConfig, hostname: str, home: Path, container: dict, gpus: list[int]) -> dict[str, str]:
     """What every container starts with before its own env: PATH, HOME, the in-cluster API address, GPUs."""
     # As kubelet: the `kubernetes` Service's ClusterIP and port (kube-proxy forwards it to the apiserver).
     # Loopback mode has no kube-proxy: pods there reach the apiserver on 127.0.0.1 directly.
     host, port = ((config.network.apiserver_service_ip, "443") if config.network.real
                   else ("127.0.0.1", str(config.apiserver_port)))
     env = {
-        "PATH": config.container_path, "HOSTNAME": pod_name, "HOME": str(home),
+        "PATH": config.container_path, "HOSTNAME": hostname, "HOME": str(home),
         "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
         "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}",
         "KUBERNETES_PORT_443_TCP": f"tcp://{host}:{port}", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
@@ -68,9 +69,9 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
     home.mkdir(parents=True, exist_ok=True)
     if uid != 0:
         os.chown(home, uid, gid)
-    pod_name = pod_view["metadata"]["name"]
+    hostname = pod_hostname(pod_view)
     env = EnvResolver(kube, pod_view, allocatable).resolve(
-        container, base_env(config, pod_name, home, container, gpus))
+        container, base_env(config, hostname, home, container, gpus))
     command = container.get("command") or entrypoint(container.get("image", ""), config)
     argv = [expand(part, env.get) for part in [*command, *(container.get("args") or [])]]
     if not argv:
@@ -79,7 +80,7 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
     mounts = volumes.mounts(container, env, termination_log)
     return {
         "argv": argv, "env": env, "uid": uid, "gid": gid, "groups": groups,
-        "cwd": container.get("workingDir") or str(home), "hostname": pod_name[:63],
+        "cwd": container.get("workingDir") or str(home), "hostname": hostname,
         "mounts": [m.__dict__ for m in mounts],
         "runtime_paths": sorted({*runtime_paths(config), str(home)}),
         "home": str(home),
