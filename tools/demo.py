@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tools"), str(REPO / "operator")]
 
 from localcluster import LocalCluster, NodeSpec  # noqa: E402
+from localcluster.controlplane import WaitAborted  # noqa: E402
 
 from codex_operator.builders.operator_install import build_operator_deployment  # noqa: E402
 from codex_operator.rbac_rules import build_operator_rbac  # noqa: E402
@@ -88,9 +89,17 @@ def install_operator(cluster: LocalCluster) -> None:
         OPERATOR_NAMESPACE, "codex-operator:dev", "codex-operator", args=["--all-namespaces"],
         env={"CODEX_TRAINER_IMAGE": "codex-trainer:dev"})]
     cluster.apply(*objects)
-    cluster.kubectl("rollout", "status", "deployment/codex-operator", "-n", OPERATOR_NAMESPACE, "--timeout=180s")
+    cluster.wait_for("the operator Deployment to be Available", lambda: available(
+        cluster.get_json("deployment/codex-operator", "-n", OPERATOR_NAMESPACE)), timeout=180, interval=1,
+        alive=lambda: cluster.pod_trouble(OPERATOR_NAMESPACE, "app.kubernetes.io/name=codex-operator"))
     print(cluster.kubectl("get", "deployment,serviceaccount,clusterrole", "-l", "app.kubernetes.io/name=codex-operator",
                           "-A").stdout)
+
+
+def available(deployment: dict) -> bool:
+    status = deployment.get("status") or {}
+    return any(c["type"] == "Available" and c["status"] == "True" for c in status.get("conditions") or []) and \
+        status.get("updatedReplicas") == deployment["spec"].get("replicas", 1)
 
 
 def phase(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict:
@@ -112,6 +121,9 @@ def watch_run(cluster: LocalCluster, namespace: str, timeout: float) -> dict:
             if status.get("phase") in ("Succeeded", "Failed"):
                 time.sleep(1)
                 return status
+            trouble = cluster.pod_trouble(namespace, "codex.dev/training-run=codex-demo")
+            if trouble:
+                raise WaitAborted(f"the run to finish: {trouble}")
             time.sleep(2)
         raise TimeoutError(f"the run did not finish within {timeout:.0f}s")
     finally:
@@ -201,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         clock.step(6, "kubectl apply -f examples/model.yaml")
         print(cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "model.yaml")).stdout)
         clock.step(7, "waiting for the CodexModel to be Available")
-        cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Available", "cxmodel/codex-demo", "-n", namespace,
-                        "--timeout=600s", timeout=620)
+        cluster.wait_for("the CodexModel to be Available", lambda: phase(
+            cluster, "cxmodel", "codex-demo", namespace).get("phase") == "Available", timeout=600, interval=1,
+            alive=lambda: cluster.pod_trouble(namespace, "codex.dev/codexmodel=codex-demo"))
         print(cluster.kubectl("get", "cxmodel", "-n", namespace, "-o", "wide").stdout)
         clock.step(8, "a completion from the served endpoint")
         url = cluster.service_address(namespace, "codex-demo-server", 8000)
@@ -214,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         print("    answer:\n" + "\n".join("      " + line for line in shown.splitlines()))
         ok = True
         return 0
+    except WaitAborted as stopped:  # a pod that cannot start: say why now, not at the timeout
+        print(f"\n    stopped waiting for {stopped}", flush=True)
+        return 1
     finally:
         if args.keep and ok:
             print(f"\n    cluster kept: export KUBECONFIG={cluster.kubeconfig}; stop it with "

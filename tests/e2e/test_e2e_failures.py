@@ -192,6 +192,22 @@ def test_invalid_data_fails_once_and_names_the_line(cluster, namespace):
     assert status["attempts"] == 1  # exit 42: podFailurePolicy fails the Job without retrying
 
 
+def test_the_demo_stops_at_once_on_a_trainer_pod_no_node_fits(cluster, namespace):
+    """``make demo`` waiting on a run whose trainer pod is unschedulable says so, with the pod's
+    events, instead of waiting out its timeout."""
+    import demo
+    from localcluster.controlplane import WaitAborted
+
+    run = tiny_run("codex-demo")
+    run["spec"]["resources"]["nodeSelector"] = {"codex.dev/no-such-pool": "gpu"}
+    cluster.apply(run, namespace=namespace)
+    with pytest.raises(WaitAborted) as stopped:
+        demo.watch_run(cluster, namespace, timeout=600)
+    report = str(stopped.value)
+    assert report.startswith("the run to finish: pod ") and "cannot start: Unschedulable: 0/" in report
+    assert "didn't match Pod's node affinity/selector" in report and "Warning FailedScheduling" in report
+
+
 def test_deleting_a_run_removes_its_children(cluster, namespace):
     run = tiny_run("doomed")
     run["spec"]["job"]["suspend"] = True  # nothing needs to train for this

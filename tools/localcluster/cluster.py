@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from . import build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, procs, underlay
+from . import build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, podtrouble, procs, underlay
 from .netplan import ClusterNetwork
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
@@ -327,9 +327,10 @@ class LocalCluster:
         args = ["apply", "-f", "-", *extra] + (["-n", namespace] if namespace else [])
         return self.kubectl(*args, input=json.dumps(body), check=check)
 
-    def wait_for(self, description: str, check, timeout: float = 60.0, interval: float = 0.25):
-        """Poll ``check()`` until it returns something truthy, and return that."""
-        return controlplane.wait_until(description, check, timeout, interval=interval)
+    def wait_for(self, description: str, check, timeout: float = 60.0, interval: float = 0.25, alive=None):
+        """Poll ``check()`` until it returns something truthy, and return that; ``alive()`` returning a
+        message (say :meth:`pod_trouble`) stops the wait at once with it."""
+        return controlplane.wait_until(description, check, timeout, alive=alive, interval=interval)
 
     def pod_logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
         return layout.read_logs(self.agent_dir, namespace, pod, container, previous)
@@ -347,6 +348,20 @@ class LocalCluster:
         if svc["spec"].get("clusterIP") in (None, "", "None"):
             raise LookupError(f"service {namespace}/{service} is headless: it has no ClusterIP")
         return f"http://{svc['spec']['clusterIP']}:{wanted['port']}"
+
+    def pod_trouble(self, namespace: str, selector: str) -> str | None:
+        """A report on the first pod matching ``selector`` that cannot start on its own (unschedulable,
+        crash-looping, a command that cannot exec): the reason, its last log lines and its events.
+        None while every such pod is fine or only slow. Pass it as ``alive`` to :meth:`wait_for`."""
+        for pod in self.get_json("pods", "-n", namespace, "-l", selector)["items"]:
+            problem = podtrouble.pod_problem(pod)
+            if problem:
+                name = pod["metadata"]["name"]
+                events = self.get_json("events", "-n", namespace, "--field-selector",
+                                       f"involvedObject.kind=Pod,involvedObject.name={name}")["items"]
+                return podtrouble.report(pod, problem, lambda c: self.pod_logs(namespace, name, c) or self.pod_logs(
+                    namespace, name, c, previous=True), events)
+        return None
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None,
                          timeout: float = 30.0) -> str:

@@ -156,6 +156,10 @@ def http_ok(url: str, ca: Path | None = None, token: str | None = None, timeout:
         return False, str(err)
 
 
+class WaitAborted(RuntimeError):
+    """A wait stopped early: what it waited on cannot happen (``alive()`` said why)."""
+
+
 def wait_until(description: str, check, timeout: float, alive=None, interval: float = 0.1):
     """Call ``check()`` until it returns a truthy value; ``alive()`` failing aborts early with its message."""
     deadline = time.monotonic() + timeout
@@ -166,7 +170,7 @@ def wait_until(description: str, check, timeout: float, alive=None, interval: fl
         if alive is not None:
             problem = alive()
             if problem:
-                raise RuntimeError(f"{description}: {problem}")
+                raise WaitAborted(f"{description}: {problem}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {description}")
         time.sleep(interval)

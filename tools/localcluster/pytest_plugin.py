@@ -18,7 +18,9 @@ from typing import Iterator
 
 import pytest
 
+from . import underlay
 from .cluster import DEFAULT_CAPACITY, LocalCluster, NodeSpec
+from .netplan import ClusterNetwork
 
 # Two nodes that look like small GPU boxes: product pods asking for nvidia.com/gpu schedule here, and a
 # multi-node run puts a pod on each (so pods talk across nodes, as on a real cluster).
@@ -47,6 +49,10 @@ def cluster() -> Iterator[LocalCluster]:
         yield started
     finally:
         started.down()
+        network = started.state.get("network")
+        if network and network["mode"] == "real":  # `down` must leave nothing of the pod network behind
+            left = underlay.leftovers(ClusterNetwork(**network).plan)
+            assert not left, f"the session cluster left {left}"
         if os.environ.get("LOCALCLUSTER_KEEP") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
         else:
