@@ -186,21 +186,12 @@ class PodWorker(threading.Thread):
             try:
                 self._make_sandbox()
             except (SandboxError, OSError) as err:
-                message = f"Failed to create pod sandbox: {err}"
-                for container in self.containers:
-                    container.set_waiting("ContainerCreating", message)
-                self._event("Warning", "FailedCreatePodSandBox", message)
-                self._retry_later(now)
-                return False
+                return self._not_yet(now, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
         try:
             self.volumes.setup()
         except Exception as err:  # noqa: BLE001 - bad input or a busy apiserver: report and retry
-            message = f"MountVolume.SetUp failed: {getattr(err, 'reason', None) or err}"
-            for container in self.containers:
-                container.set_waiting("ContainerCreating", message)
-            self._event("Warning", "FailedMount", message)
-            self._retry_later(now)
-            return False
+            return self._not_yet(now, "FailedMount",
+                                 f"MountVolume.SetUp failed: {getattr(err, 'reason', None) or err}")
         self.prepared = True
         self.retry_backoff = 1.0
         for container in self.init[:1] if self.init else self.main:
@@ -208,6 +199,14 @@ class PodWorker(threading.Thread):
         for container in self.init[1:] + (self.main if self.init else []):
             container.set_waiting("PodInitializing")
         return True
+
+    def _not_yet(self, now: float, reason: str, message: str) -> bool:
+        """The pod cannot be prepared yet: say why on every container and in an event, and retry later."""
+        for container in self.containers:
+            container.set_waiting("ContainerCreating", message)
+        self._event("Warning", reason, message)
+        self._retry_later(now)
+        return False
 
     def _retry_later(self, now: float) -> None:
         self.retry_at = now + self.retry_backoff
