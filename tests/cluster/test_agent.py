@@ -229,6 +229,38 @@ def test_deletion_sends_sigterm_then_sigkill(cluster, cluster_namespace, handles
         assert 3 <= took < 15, took  # SIGKILL after the 3 s grace period
 
 
+def test_pre_stop_hooks_run_before_sigterm(cluster, cluster_namespace):
+    """kubelet's order on deletion: each container's preStop hook, then SIGTERM. An exec hook leaves
+    a file the process looks for on SIGTERM; a failing hook is reported and stops nothing."""
+    ns = cluster_namespace
+    script = ("import os, signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *_: (print('SIGTERM after hook:', os.path.exists('/work/hooked'),"
+              " flush=True), sys.exit(0)))\nprint('serving', flush=True)\ntime.sleep(600)")
+    hooks = {"exec": {"exec": {"command": ["python", "-c", "open('/work/hooked', 'w').write('x')"]}},
+             "failing": {"exec": {"command": ["python", "-c", "raise SystemExit(3)"]}},
+             "sleep": {"sleep": {"seconds": 1}}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hooked"}, "spec": {
+        "terminationGracePeriodSeconds": 20, "volumes": [{"name": "work", "emptyDir": {}}],
+        "containers": [{"name": name, "image": TRAINER, "command": ["python", "-c", script],
+                        "volumeMounts": [{"name": "work", "mountPath": "/work"}], "lifecycle": {"preStop": hook}}
+                       for name, hook in hooks.items()]}}
+    cluster.apply(pod, namespace=ns)
+    for name in hooks:
+        cluster.wait_for(f"{name} serving", lambda n=name: "serving" in _logs_of(cluster, ns, "hooked", n), timeout=60)
+    cluster.kubectl("delete", "pod", "hooked", "-n", ns, "--timeout=30s")
+    assert cluster.pod_logs(ns, "hooked", "exec") == "serving\nSIGTERM after hook: True\n"
+    assert cluster.pod_logs(ns, "hooked", "sleep").startswith("serving\nSIGTERM after hook:")
+    failed = [e for e in cluster.get_json("events", "-n", ns)["items"] if e["reason"] == "FailedPreStopHook"]
+    assert [e["involvedObject"].get("fieldPath") for e in failed] == ["spec.containers{failing}"], failed
+
+
+def _logs_of(cluster, namespace: str, pod: str, container: str) -> str:
+    try:
+        return cluster.pod_logs(namespace, pod, container)
+    except LookupError:
+        return ""
+
+
 def _logs(cluster, namespace: str, pod: str) -> str:
     try:
         return cluster.pod_logs(namespace, pod)

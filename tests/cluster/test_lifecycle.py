@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -58,7 +59,7 @@ def test_second_cluster_side_by_side_starts_warm_and_stops_clean(cluster, tmp_pa
         daemons = [ProcessRecord(**r) for r in second.state["processes"]]
         assert sorted(r.name for r in daemons) == sorted(
             ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent"]
-            + (["kube-proxy-side-node"] if second.network.real else []))
+            + (["kube-proxy-side-node", "kube-router-side-node"] if second.network.real else []))
         second.wait_for("the grandchild to start", lambda: pids_with(marker), timeout=30)
         # The worst case: the agent dies without cleaning up. Its container dies with it (parent-death
         # signal); the grandchild is left to `down`, which kills the container's recorded process group.
@@ -89,3 +90,27 @@ def _logs(cluster: LocalCluster, pod: str) -> str:
 def test_node_spec_capacity_defaults_are_merged():
     spec = NodeSpec("n", capacity={"nvidia.com/gpu": "4"}).to_dict()
     assert spec["capacity"]["nvidia.com/gpu"] == "4" and spec["capacity"]["pods"] == "110"
+
+
+def test_the_loopback_network_is_the_fallback_and_says_so(tmp_path_factory):
+    """Where network namespaces cannot be had, pods run on loopback addresses; asked for it, the
+    cluster runs that way too, and `up` says which network it has."""
+    workdir = tmp_path_factory.mktemp("loopback-cluster")
+    workdir.chmod(0o755)
+    up = _cli(workdir, "up", "--node", "lo-node", "--network", "loopback")
+    assert up.returncode == 0, up.stderr
+    cluster = LocalCluster.attach(workdir)
+    try:
+        assert cluster.network.mode == "loopback" and cluster.server.startswith("https://127.0.0.1:")
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lo", "namespace": "default"},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "codex-operator:dev",
+                                                                  "command": ["python", "-c", "print('up')"]}]}}
+        cluster.apply(pod)
+        cluster.wait_for("the pod to succeed", lambda: cluster.get_json("pod/lo")["status"].get("phase") == "Succeeded",
+                         timeout=60)
+        ip = cluster.get_json("pod/lo")["status"]["podIP"]
+        assert ip.startswith("127.") and ipaddress.ip_address(ip) in ipaddress.ip_network(cluster.network.loopback_block)
+        with pytest.raises(LookupError, match="loopback network routes no Service"):
+            cluster.service_address("default", "kubernetes", 443)
+    finally:
+        assert _cli(workdir, "down").returncode == 0

@@ -127,3 +127,19 @@ def test_a_pod_sandbox_gets_its_address_from_the_cni_plugins_and_gives_it_back(t
         underlay.down(plan)
         netplan.release(plan)
     assert underlay.leftovers(plan) == []
+
+
+def test_an_agent_that_is_not_root_is_told_why_it_gets_the_loopback_network(monkeypatch):
+    monkeypatch.setattr(underlay.os, "geteuid", lambda: 1000)
+    assert underlay.unavailable_reason() == "the node agent is not root, so it cannot create network namespaces"
+    monkeypatch.setattr(underlay.shutil, "which", lambda name: None)
+    monkeypatch.setattr(underlay.os, "geteuid", lambda: 0)
+    assert "iproute2" in underlay.unavailable_reason()
+
+
+def test_asking_for_the_real_network_where_there_is_none_fails_naming_the_reason(tmp_path, monkeypatch):
+    from localcluster.cluster import LocalCluster, NetworkModeError
+
+    monkeypatch.setattr(underlay, "unavailable_reason", lambda: "ip netns add failed: Operation not permitted")
+    with pytest.raises(NetworkModeError, match="real pod network is unavailable: ip netns add failed"):
+        LocalCluster(tmp_path, network="real").up()

@@ -127,6 +127,14 @@ def build_server_container(model: CodexModel, base: ModelSource, served_adapter:
     return container
 
 
+# A pod being replaced keeps serving this long before its server gets SIGTERM: the EndpointSlice
+# update and every node's kube-proxy take a moment to stop sending it new connections, and a
+# request that arrives meanwhile must not be refused (the rollout promises zero failed requests).
+# The sleep action needs no shell in the image (Kubernetes >= 1.30).
+DRAIN_SECONDS = 5
+DRAIN = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
+
+
 def build_deployment(model: CodexModel, base: ModelSource, served_adapter: ServedAdapter,
                      cfg: OperatorConfig, container: Optional[dict[str, Any]] = None,
                      init_containers: Optional[list[dict[str, Any]]] = None,
@@ -134,9 +142,11 @@ def build_deployment(model: CodexModel, base: ModelSource, served_adapter: Serve
     """The serving Deployment; the vLLM runtime passes its own container, init containers and volumes."""
     name = names.server_name(model.metadata.name)
     volumes, _ = server_volumes(base, served_adapter)
+    server = dict(container or build_server_container(model, base, served_adapter, cfg))
+    server["lifecycle"] = DRAIN
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
-        "containers": [container or build_server_container(model, base, served_adapter, cfg)],
+        "containers": [server],
         "securityContext": pod_security_context(),
         "volumes": volumes + list(extra_volumes or []),
     }

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import layout
-from . import dnsfiles
+from . import dnsfiles, probes
 from . import status as pod_status
 from . import launch as launch_spec
 from .config import image_problem
@@ -308,6 +308,27 @@ class PodWorker(threading.Thread):
         spec_grace = self.pod["spec"].get("terminationGracePeriodSeconds")
         return float(DEFAULT_GRACE if spec_grace is None else spec_grace)
 
+    def _pre_stop(self, deadline: float) -> None:
+        """Run the preStop hooks of the running containers side by side (sleep, exec, httpGet), each
+        cut short at ``deadline``; a failed hook is a FailedPreStopHook event and stops nothing."""
+        def run(container: Container, hook: dict) -> None:
+            remaining = max(0.0, deadline - time.monotonic())
+            if "sleep" in hook:
+                time.sleep(min(float(hook["sleep"].get("seconds") or 0), remaining))
+                return
+            ok, message = self.network.from_node(self.node, lambda: probes.check(
+                {**hook, "timeoutSeconds": max(remaining, 0.1)}, container.spec, self.pod_ip,
+                lambda cmd, timeout: container.exec_in(cmd, container.launch, timeout)))
+            if not ok:
+                self._event("Warning", "FailedPreStopHook", f"PreStopHook failed: {message}", container.name)
+
+        hooks = [threading.Thread(target=run, args=(c, c.spec["lifecycle"]["preStop"]), daemon=True)
+                 for c in self.containers if c.running and (c.spec.get("lifecycle") or {}).get("preStop")]
+        for thread in hooks:
+            thread.start()
+        for thread in hooks:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def _stop_all(self, grace: float) -> None:
         for container in self.containers:
             if container.running:
@@ -323,12 +344,15 @@ class PodWorker(threading.Thread):
             self.wake.clear()
 
     def _terminate(self) -> None:
-        """Deletion: SIGTERM, SIGKILL after the grace period, final status, then remove the pod object."""
+        """Deletion: each container's preStop hook, SIGTERM, SIGKILL once the grace period (which the
+        hooks count against, as kubelet's do) is over, final status, then remove the pod object."""
         grace = 2.0 if self.shutting_down else self._grace()
+        deadline = time.monotonic() + grace
         if not self.shutting_down:
             for container in (c for c in self.containers if c.running):
                 self._event("Normal", "Killing", f"Stopping container {container.name}", container.name)
-        self._stop_all(grace)
+            self._pre_stop(deadline)
+        self._stop_all(max(0.0, deadline - time.monotonic()))
         if self.gone or self.shutting_down:
             return
         self._publish(final=True)
