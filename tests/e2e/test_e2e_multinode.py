@@ -17,7 +17,7 @@ from e2e_support import example_docs, get, sample_data, tiny_run, wait, wait_pha
 pytestmark = pytest.mark.cluster
 INSTALL = "helm"
 NAMESPACE_OBJECTS = sample_data()
-STEPS, SAVE_STEPS = 40, 5
+STEPS, SAVE_STEPS = 25, 5
 
 
 def _events(cluster, namespace: str, pod: str, name: str) -> list[dict]:
