@@ -296,6 +296,16 @@ def test_sharding_and_offload_divide_what_they_should():
     assert sharded.activations == data_parallel.activations == offloaded.activations
 
 
+@pytest.mark.parametrize("quantization,dtype_bytes,expected", [
+    ("none", 2, 8192 * 28672 * 2),
+    ("none", 4, 8192 * 28672 * 4),
+    ("4bit", 2, 8192 * 28672 // 2 + 8192 * 28672 // 64 + 8192 * 28672 // (64 * 256) * 4),
+    ("8bit", 2, 8192 * 28672 + 28672 * 4),
+], ids=["bf16", "fp32", "nf4-double-quant", "int8-row-scales"])
+def test_frozen_linear_bytes(quantization, dtype_bytes, expected):
+    assert memory_plan.quantized_linear_bytes(8192, 28672, quantization, dtype_bytes) == expected
+
+
 def test_nf4_storage_is_what_bitsandbytes_keeps():
     torch = pytest.importorskip("torch")
     functional = pytest.importorskip("bitsandbytes.functional")
