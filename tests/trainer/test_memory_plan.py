@@ -7,7 +7,6 @@ per-layer activations against what autograd really keeps for a small Llama on th
 
 from __future__ import annotations
 
-
 import pytest
 
 from codex_trainer import memory_plan
