@@ -13,6 +13,10 @@ LIVENESS_PORT = 8080
 OPERATOR_ENV = {"MALLOC_ARENA_MAX": "2", "PYTHONMALLOC": "malloc"}
 
 
+# Both probes, as the chart's: Available once kopf serves its health endpoint, not once the process runs.
+HEALTHZ = {"httpGet": {"path": "/healthz", "port": "healthz"}}
+
+
 def build_operator_deployment(namespace: str, image: str, service_account: str, args: Optional[list[str]] = None,
                               env: Optional[dict[str, str]] = None, name: str = "codex-operator",
                               image_pull_policy: Optional[str] = None) -> dict[str, Any]:
@@ -31,11 +35,9 @@ def build_operator_deployment(namespace: str, image: str, service_account: str, 
         ]),
         "ports": [{"name": "healthz", "containerPort": LIVENESS_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"}],
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 20,
-                          "timeoutSeconds": 5, "failureThreshold": 3, "initialDelaySeconds": 10},
-        # As the chart's: Available once kopf serves its health endpoint, not merely once the process runs.
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 10,
-                           "timeoutSeconds": 5},
+        "livenessProbe": {**HEALTHZ, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 3,
+                          "initialDelaySeconds": 10},
+        "readinessProbe": {**HEALTHZ, "periodSeconds": 10, "timeoutSeconds": 5},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
