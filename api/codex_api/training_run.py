@@ -80,6 +80,12 @@ class Training(ApiModel):
             check=lambda m: at_most_one(m, "warmup_ratio", "warmup_steps"),
             field="warmupSteps",
         ),
+        Rule(
+            cel="!has(self.cpuOffload) || !self.cpuOffload || !has(self.sharding) || self.sharding != 'none'",
+            message="cpuOffload is FSDP's: it needs sharding fsdp or auto",
+            check=lambda m: not m.cpu_offload or m.sharding != "none",
+            field="cpuOffload",
+        ),
     )
 
     epochs: float = Field(1.0, description="epochs is the number of passes over the data. Defaults to 1.", gt=0)
@@ -117,7 +123,19 @@ class Training(ApiModel):
         "bf16", description="precision of training compute; bf16 and fp16 fall back to fp32 on CPU. Defaults to bf16."
     )
     gradient_checkpointing: bool = Field(
-        False, description="gradientCheckpointing trades compute for activation memory. Defaults to false."
+        False, description="gradientCheckpointing trades compute for activation memory (FSDP's activation "
+        "checkpointing under sharding). Defaults to false."
+    )
+    sharding: Literal["auto", "none", "fsdp"] = Field(
+        "auto", description="sharding splits the frozen base model, the adapters and the optimizer state across "
+        "every process of the run, across GPUs and nodes: \"fsdp\" is FSDP2 full shard (through accelerate), "
+        "\"none\" is data parallel (each process holds the whole model), and \"auto\" is fsdp when the memory plan "
+        "says the run does not fit one device data-parallel. Defaults to auto.",
+    )
+    cpu_offload: bool = Field(
+        False, description="cpuOffload keeps the sharded parameters, gradients and optimizer state in host "
+        "memory (FSDP's CPU offload): slower, for models that do not fit the GPUs even sharded. Needs sharding "
+        "fsdp or auto. Defaults to false.",
     )
     weight_decay: float = Field(0.0, description="weightDecay for AdamW. Defaults to 0.", ge=0)
     max_grad_norm: float = Field(1.0, description="maxGradNorm clips gradients. Defaults to 1.0.", gt=0)
@@ -133,6 +151,11 @@ class Resources(ApiModel):
     nodes: int = Field(1, description="nodes is the number of pods (torchrun nodes). Defaults to 1.", ge=1, le=512)
     gpus_per_node: int = Field(1, description="gpusPerNode is the GPUs each pod asks for. Defaults to 1.", ge=0, le=16)
     gpu_resource_name: str = gpu_resource_field()
+    gpu_memory_gib: Optional[float] = Field(
+        None, alias="gpuMemoryGiB", description="gpuMemoryGiB is one GPU's memory, in GiB, for the memory plan "
+        "when the trainer cannot read it from the device (no GPU visible, or a share of one). Unset: the GPU's "
+        "own total, else the operator's default (Helm trainer.gpuMemoryGiB).", gt=0, le=4096,
+    )
     cpu: Optional[str] = Field(None, description="cpu request and limit per pod, such as \"8\".", pattern=QUANTITY_PATTERN, max_length=64)
     memory: Optional[str] = Field(
         None, description="memory request and limit per pod, such as \"64Gi\".", pattern=QUANTITY_PATTERN, max_length=64

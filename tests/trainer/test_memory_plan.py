@@ -11,7 +11,8 @@ import pytest
 
 from codex_trainer import memory_plan
 from codex_trainer.errors import InvalidSpecError
-from codex_trainer.memory_plan import ModelShape, PlanInputs, choose_sharding, plan, refusal
+from codex_trainer.memory_plan import ModelShape, PlanInputs, plan
+from codex_trainer.planning import choose_sharding, refusal
 
 # codellama/CodeLlama-70b-Instruct-hf config.json (the fields the plan reads, and a few beside them).
 CODELLAMA_70B = {

@@ -79,6 +79,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     print(build.build(force=args.force))
+    if args.network:
+        print(build.build_network())
     return 0
 
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     build_cmd = add("build", help="build the binaries into the cache")
     build_cmd.add_argument("--force", action="store_true")
+    build_cmd.add_argument("--network", action="store_true", help="also the pod network's (CNI plugins, "
+                           "CoreDNS, kube-router)")
     build_cmd.set_defaults(func=cmd_build)
     add("gomod", help="regenerate tools/gomod from versions.py").set_defaults(func=cmd_gomod)
 

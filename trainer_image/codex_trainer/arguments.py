@@ -76,6 +76,30 @@ def common_kwargs(spec: CodexTrainingRunSpec, checkpoint_dir: Path, cuda: bool, 
     }
 
 
+def sharding_kwargs(training: Training, sharding: str, cuda: bool) -> dict[str, Any]:
+    """TrainingArguments' FSDP fields for spec.training.sharding resolved to ``sharding`` (planning.py).
+
+    FSDP2 full shard through accelerate: each decoder layer is a unit (the model's own
+    ``_no_split_modules``), weights are resharded after forward, and checkpoints are sharded, saved and
+    loaded with torch.distributed.checkpoint. Activation checkpointing is FSDP's own (the Trainer's
+    would add an all-gather per layer in backward). On a GPU only rank 0 reads the weights from disk
+    and broadcasts them (``cpu_ram_efficient_loading``): four ranks of a 70B model would hold 560 GB of
+    host memory otherwise.
+    """
+    if sharding != "fsdp":
+        return {}
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+            "state_dict_type": "SHARDED_STATE_DICT", "cpu_offload": training.cpu_offload,
+            "activation_checkpointing": training.gradient_checkpointing, "cpu_ram_efficient_loading": cuda,
+        },
+        "activation_checkpointing": False,
+        "activation_checkpointing_kwargs": None,
+    }
+
+
 def sft_kwargs(spec: CodexTrainingRunSpec, cuda: bool = True) -> dict[str, Any]:
     """SFTConfig's own fields: packing (best-fit, no cross-attention) and the loss mask per data format."""
     training, data_format = spec.training, spec.dataset.format

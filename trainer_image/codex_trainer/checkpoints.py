@@ -1,7 +1,9 @@
 """Checkpoints: what makes one complete, which one to resume from, and stopping cleanly on SIGTERM.
 
 The HF Trainer writes ``checkpoint-<step>/`` (adapter, optimizer, scheduler, RNG, trainer state)
-into the checkpoint directory. After it returns, :class:`CheckpointCallback` writes
+into the checkpoint directory; under FSDP the model and optimizer are torch.distributed.checkpoint
+folders (``pytorch_model_fsdp_0/``, ``optimizer_0/``, a shard per rank), which a run of another
+world size can load (DCP reshards them). After it returns, :class:`CheckpointCallback` writes
 ``codex_state.json`` (step, epoch, seed, data hash, config hash) last, which marks the checkpoint
 complete, and only then drops the oldest complete ones beyond ``keepLast``, so a crash while
 saving never leaves the run without a checkpoint to resume from.
@@ -27,6 +29,8 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # transformers' own JIT-checkpoint sentinel, honoured in case someone enables it.
 INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
+# accelerate's names for a sharded (FSDP SHARDED_STATE_DICT) checkpoint: DCP folders, complete once .metadata is.
+SHARDED_MODEL, SHARDED_OPTIMIZER, DCP_METADATA = "pytorch_model_fsdp_0", "optimizer_0", ".metadata"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ def why_incomplete(path: Path) -> Optional[str]:
         return "state file is not valid JSON"
     if state.get("step") != checkpoint_step(path) or trainer_state.get("global_step") != state.get("step"):
         return "step in the state files does not match the directory"
+    if (path / SHARDED_MODEL).is_dir():
+        missing = [name for name in (SHARDED_MODEL, SHARDED_OPTIMIZER) if not (path / name / DCP_METADATA).is_file()]
+        return f"sharded {' and '.join(missing)} incomplete (no {DCP_METADATA})" if missing else None
     weights = next((path / name for name in ADAPTER_WEIGHTS if (path / name).is_file()), None)
     if weights is None:
         return "adapter weights missing"
@@ -87,6 +94,17 @@ def why_incomplete(path: Path) -> Optional[str]:
     if not (path / "optimizer.pt").is_file() or (path / "optimizer.pt").stat().st_size == 0:
         return "optimizer.pt missing"
     return None
+
+
+def check_sharding(path: Path, sharded: bool) -> None:
+    """A checkpoint resumes only under the sharding it was saved with; InvalidSpecError otherwise."""
+    if (path / SHARDED_MODEL).is_dir() == sharded:
+        return
+    from .errors import InvalidSpecError
+
+    kind, now = ("unsharded", "fsdp") if sharded else ("sharded (FSDP)", "none")
+    raise InvalidSpecError(f"spec.training.sharding: {path.name} is {kind} and this run trains with sharding {now}; "
+                           "keep the sharding the run started with (did spec.resources change what auto chose?)")
 
 
 def find_resume_checkpoint(checkpoint_dir: Path, remove_incomplete: bool) -> tuple[Optional[Path], Optional[ResumeState]]:

@@ -38,17 +38,17 @@ def _launch_torchrun(topology, argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .launcher import ENV_RESULT_DIR, needs_torchrun, result_file, topology_from_env
+    from .launcher import ENV_RESULT_DIR, needs_torchrun, result_file, topology_from_env, wants_sharding
 
     env = dataclasses.replace(TrainerEnv.from_env(), termination_message_path=args.termination_log)
     setup_logging(Redactor([env.hf_token]))
     try:
         topology = topology_from_env(os.environ)
-        if needs_torchrun(topology, os.environ):
+        run = load_run(args.config)
+        if needs_torchrun(topology, os.environ, sharded=wants_sharding(run.spec.training)):
             stage = ["--stage", args.stage, "--work-dir", str(args.work_dir)] if args.stage else []
             return _launch_torchrun(topology, ["run", "--config", str(args.config),
                                                "--termination-log", str(args.termination_log), *stage])
-        run = load_run(args.config)
     except TrainerError as error:
         return fail_early(error, env)
     from .checkpoints import PreemptionGuard

@@ -42,8 +42,11 @@ def truncate_completion(text: str) -> str:
 
 
 def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], *, samples: int, max_new_tokens: int,
-                         temperature: float, seed: int, batch_size: int = 8) -> list[list[str]]:
-    """``samples`` completions per prompt (greedy when temperature is 0: one decode, repeated)."""
+                         temperature: float, seed: int, batch_size: int = 8,
+                         synced_gpus: bool = False) -> list[list[str]]:
+    """``samples`` completions per prompt (greedy when temperature is 0: one decode, repeated).
+
+    ``synced_gpus``: the weights are sharded, and every rank runs this same call in lockstep."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -51,7 +54,7 @@ def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], *, 
     per_prompt = samples if sampling else 1
     options: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=per_prompt,
                                    pad_token_id=tokenizer.pad_token_id, stop_strings=STOP_STRINGS,
-                                   tokenizer=tokenizer, do_sample=sampling)
+                                   tokenizer=tokenizer, do_sample=sampling, synced_gpus=synced_gpus)
     if sampling:
         options.update(temperature=temperature, top_p=0.95)
     else:

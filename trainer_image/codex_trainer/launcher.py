@@ -10,7 +10,7 @@ MASTER_ADDR         pod 0's DNS name behind the headless Service (multi-node onl
 MASTER_PORT         the rendezvous port (multi-node only; 29500 if unset)
 ==================  ============================================================
 
-When the world is larger than one process, ``codex-train run`` starts itself again under
+When the world is larger than one process, or the run is sharded, ``codex-train run`` starts itself again under
 ``torch.distributed.run`` (torchrun) as a child, forwards SIGTERM to it, and exits with the code
 its local rank 0 recorded, so the exit-code contract survives torchrun (which would report 1).
 """
@@ -71,8 +71,20 @@ def topology_from_env(env: Mapping[str, str]) -> Topology:
     return topology
 
 
-def needs_torchrun(topology: Topology, env: Mapping[str, str]) -> bool:
-    return topology.world_size > 1 and not any(name in env for name in TORCHRUN_MARKERS)
+def needs_torchrun(topology: Topology, env: Mapping[str, str], sharded: bool = False) -> bool:
+    """More than one process, or a sharded run (FSDP needs a process group, even of one with CPU offload),
+    not yet under torchrun."""
+    return (topology.world_size > 1 or sharded) and not launched(env)
+
+
+def launched(env: Mapping[str, str]) -> bool:
+    """Whether this process is a torchrun worker."""
+    return any(name in env for name in TORCHRUN_MARKERS)
+
+
+def wants_sharding(training) -> bool:
+    """Whether spec.training may resolve to FSDP on one process: asked for, or CPU offload (which is FSDP's)."""
+    return training.sharding == "fsdp" or training.cpu_offload
 
 
 def torchrun_argv(topology: Topology, program_args: Sequence[str], python: str = sys.executable) -> list[str]:

@@ -34,8 +34,8 @@ a heads, kv key/value heads, d head dim, r LoRA rank; c = 2 bytes in bf16/fp16, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional
 
 from .errors import InvalidSpecError
 
@@ -155,7 +155,7 @@ class PlanInputs:
     seq_len: int
     gradient_checkpointing: bool
     cpu_offload: bool
-    device_memory_gib: float
+    device_memory_gib: Optional[float] = None  # None: unknown, the plan is made but not enforced
 
     def __post_init__(self) -> None:
         choices = {"dtype": tuple(DTYPE_BYTES), "quantization": QUANTIZATIONS, "sharding": SHARDINGS}
@@ -210,15 +210,16 @@ class MemoryPlan:
     trainable_parameters: int
     breakdown: Breakdown
     per_device_gib: float
-    device_gib: float
+    device_gib: Optional[float]
     sharding: str
-    fits: bool
+    fits: Optional[bool]
     assumptions: tuple[str, ...]
 
     def to_status(self) -> dict[str, Any]:
         """The plan as status.memoryPlan shows it: GiB to one decimal, the breakdown to two."""
         return {"parameters": self.parameters, "trainableParameters": self.trainable_parameters,
-                "perDeviceGiB": round(self.per_device_gib, 1), "deviceGiB": round(self.device_gib, 1),
+                "perDeviceGiB": round(self.per_device_gib, 1),
+                "deviceGiB": None if self.device_gib is None else round(self.device_gib, 1),
                 "sharding": self.sharding, "fits": self.fits, "breakdownGiB": self.breakdown.gib(),
                 "assumptions": list(self.assumptions)}
 
@@ -308,7 +309,7 @@ def plan(inputs: PlanInputs) -> MemoryPlan:
     return MemoryPlan(parameters=inputs.shape.parameters,
                       trainable_parameters=inputs.shape.lora_parameters(inputs.lora_r, inputs.lora_targets),
                       breakdown=breakdown, per_device_gib=per_device_gib, device_gib=inputs.device_memory_gib,
-                      sharding=inputs.sharding, fits=per_device_gib <= inputs.device_memory_gib,
+                      sharding=inputs.sharding, fits=None if inputs.device_memory_gib is None else per_device_gib <= inputs.device_memory_gib,
                       assumptions=assumptions(inputs))
 
 
@@ -346,54 +347,3 @@ def assumptions(inputs: PlanInputs) -> tuple[str, ...]:
         f"logits: {inputs.micro_batch}x{inputs.seq_len}x{inputs.shape.vocab_size}, {bytes_per_logit(inputs)} B each",
         f"overhead: {CUDA_CONTEXT_GIB} GiB CUDA context and workspaces, plus {ALLOCATOR_SLACK:.0%} allocator slack",
     )
-
-
-def choose_sharding(requested: str, inputs: PlanInputs) -> str:
-    """spec.training.sharding resolved: "auto" is "none" when data parallel fits, else "fsdp" when there is
-    more than one process to shard over, or when CPU offload (which is FSDP's) is asked for."""
-    if requested in SHARDINGS:
-        return requested
-    if requested != "auto":
-        raise InvalidSpecError(f"spec.training.sharding: {requested!r} is not one of auto, {', '.join(SHARDINGS)}")
-    if inputs.cpu_offload:
-        return "fsdp"
-    return "none" if inputs.world_size == 1 or plan(replace(inputs, sharding="none")).fits else "fsdp"
-
-
-# What a user can change, each as the spec field's words and the runs it would give, nearest first.
-CHANGES: tuple[tuple[str, Callable[[PlanInputs], list[PlanInputs]]], ...] = (
-    ("set spec.training.sharding: fsdp",
-     lambda i: [replace(i, sharding="fsdp")] if i.sharding == "none" and i.world_size > 1 else []),
-    ("raise spec.resources.gpusPerNode (or spec.resources.nodes) to {world_size} GPUs in all "
-     "with spec.training.sharding: fsdp",
-     lambda i: [replace(i, sharding="fsdp", world_size=i.world_size * 2**k) for k in range(1, 13)]),
-    ("set spec.lora.quantization: 4bit",
-     lambda i: [] if i.quantization == "4bit" else [replace(i, quantization="4bit")]),
-    ("lower spec.training.perDeviceBatchSize to {micro_batch}",
-     lambda i: [replace(i, micro_batch=i.micro_batch >> k) for k in range(1, i.micro_batch.bit_length())]),
-    ("lower spec.training.maxSeqLength to {seq_len}",
-     lambda i: [replace(i, seq_len=i.seq_len >> k) for k in range(1, i.seq_len.bit_length())]),
-    ("turn on spec.training.gradientCheckpointing",
-     lambda i: [] if i.gradient_checkpointing else [replace(i, gradient_checkpointing=True)]),
-)
-
-
-def _suggestion(words: str, candidates: list[PlanInputs], current_gib: float) -> Optional[str]:
-    """The nearest candidate that fits, else the nearest one if it lowers memory at all, else nothing."""
-    for candidate in candidates:
-        if (candidate_plan := plan(candidate)).fits:
-            return f"{words.format(**vars(candidate))} ({candidate_plan.per_device_gib:.1f} GiB)"
-    if candidates and (nearest := plan(candidates[0])).per_device_gib < current_gib:
-        return f"{words.format(**vars(candidates[0]))} ({nearest.per_device_gib:.1f} GiB, not enough alone)"
-    return None
-
-
-def refusal(memory_plan: MemoryPlan, inputs: PlanInputs) -> Optional[str]:
-    """None when the run fits; else why not, with the spec fields that would lower it and what each gives."""
-    if memory_plan.fits:
-        return None
-    suggestions = [text for words, candidates in CHANGES
-                   if (text := _suggestion(words, candidates(inputs), memory_plan.per_device_gib))]
-    fixes = ", or ".join([", ".join(suggestions[:-1]), suggestions[-1]] if len(suggestions) > 1 else suggestions)
-    return (f"spec.resources: the run needs {memory_plan.per_device_gib:.1f} GiB per device and the device has "
-            f"{memory_plan.device_gib:.1f} GiB: {fixes or 'no spec field the memory plan knows of lowers it'}")

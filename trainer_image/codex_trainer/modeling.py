@@ -79,6 +79,19 @@ def resolve_model(
     return ResolvedModel(model_dir, f"{source.hub}@{model_dir.name}", source.trust_remote_code)
 
 
+def model_config(source: ModelRef, *, token: Optional[str] = None, models_dir: Optional[Path] = None,
+                 data_root: Optional[Path] = None, field: str = "spec.baseModel") -> dict[str, Any]:
+    """The model's config.json, read before any weight is fetched: a Hub repo downloads that one file."""
+    if isinstance(source, ModelSource) and source.hub is not None:
+        folder = _snapshot(source.hub, source.revision, token, ["config.json"], f"{field}.hub")
+    else:
+        folder = resolve_model(source, token=token, models_dir=models_dir, data_root=data_root, field=field).path
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidSpecError(f"{field}: config.json unreadable ({type(error).__name__}: {error})") from None
+
+
 def load_tokenizer(source: ModelRef, *, padding_side: str = "right", **where: Any):
     """The model's tokenizer with a pad token (eos when unset) and a chat template (ChatML when unset).
 
@@ -135,8 +148,13 @@ def load_base_model(
     models_dir: Optional[Path] = None,
     data_root: Optional[Path] = None,
     attn_implementation: Optional[str] = None,
+    quant_storage: Any = None,
 ):
     """The causal LM, on ``device`` (default: this process's GPU, else CPU), in ``dtype``.
+
+    ``quant_storage``: for 4-bit under FSDP, the dtype the packed weights are stored in, so that FSDP
+    shards them with the rest (peft's and TRL's FSDP-QLoRA recipe: the compute dtype); the model
+    then loads without a device map and FSDP places each rank's shard.
 
     Raises:
         InvalidSpecError: the model is missing, or 4-bit was asked for without CUDA/bitsandbytes.
@@ -153,8 +171,10 @@ def load_base_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization == "4bit":
-        kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"])
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"], resolve_dtype(quant_storage, device)
+                                                         if quant_storage is not None else None)
+        if quant_storage is None:
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
     elif quantization != "none":
         raise InvalidSpecError(f"spec.lora.quantization: unknown value {quantization!r}; use none or 4bit")
     model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
@@ -168,7 +188,7 @@ def load_base_model(
     return model
 
 
-def _four_bit_config(compute_dtype: Any):
+def _four_bit_config(compute_dtype: Any, quant_storage: Any = None):
     import torch
 
     if not torch.cuda.is_available():
@@ -189,6 +209,7 @@ def _four_bit_config(compute_dtype: Any):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        **({"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 from codex_api.training_run import Progress
 from transformers import TrainerCallback
 
-from .sinks import Sink
+from .sinks import Sink, record
 
 
 class ProgressTracker(TrainerCallback):
@@ -24,6 +24,10 @@ class ProgressTracker(TrainerCallback):
         self.epoch = 0.0
         self.loss: Optional[float] = None
         self._start: Optional[tuple[float, int]] = None
+
+    def record(self, field: str, value: dict[str, Any]) -> None:
+        """``status.<field>`` to the sinks that keep it (status.memoryPlan from the prepare stage)."""
+        record(self.sinks, field, value)
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage

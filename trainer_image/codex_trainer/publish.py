@@ -118,10 +118,13 @@ def base_model_name(run: CodexTrainingRun) -> str:
     return f"pvc/{source.pvc.claim_name}{source.pvc.path}"
 
 
-def save_adapter(model: Any, tokenizer: Any, output_dir: Path, run: CodexTrainingRun) -> None:
-    """The adapter and tokenizer, with a portable base model reference in adapter_config.json."""
+def save_adapter(model: Any, tokenizer: Any, output_dir: Path, run: CodexTrainingRun,
+                 state_dict: Optional[dict] = None) -> None:
+    """The adapter and tokenizer, with a portable base model reference in adapter_config.json.
+
+    ``state_dict``: the model's weights gathered whole, when the model itself holds only shards."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir, safe_serialization=True)
+    model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(output_dir)
     config_path = output_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())

@@ -12,10 +12,10 @@ import torch
 from codex_api import contract
 from codex_api.training_run import Artifact, CodexTrainingRun, Lineage, Metrics
 
-from . import arguments, modeling
+from . import arguments, modeling, planning, sharded
 from .baseline import BaselineCache, base_scores, baseline_inputs, cache_dir, expected_task_ids, judge
 from .checkpoints import (CheckpointCallback, PreemptionCallback, PreemptionGuard, ResumeState,
-                          agree_across_ranks, find_resume_checkpoint)
+                          agree_across_ranks, check_sharding, find_resume_checkpoint)
 from .config import TrainerEnv
 from .data import PreparedData, load_tasks, prepare_dataset
 from .errors import Preempted, TrainerError
@@ -43,7 +43,8 @@ class Recipe:
     ===========================  =========================================================
     baseModel                    modeling.resolve_model / load_base_model (hub, pvc, embedded)
     dataset                      data.prepare_dataset: format, validationSplit, seed, maxRecords
-    method, lora, training       TRL SFTTrainer / DPOTrainer with a peft LoraConfig (arguments.py)
+    method, lora, training       TRL SFTTrainer / DPOTrainer with a peft LoraConfig (arguments.py); the
+                                 memory plan and training.sharding (planning.py, sharded.py)
     checkpointing                saveSteps, keepLast, resume from the newest complete checkpoint
     evaluation                   eval loss, perplexity, pass@k and gates (evaluation.py, gates.py), each
                                  beside the base model's, scored once per base and task set (baseline.py)
@@ -83,13 +84,15 @@ class Recipe:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
+        self.tracker.set_stage("prepare")
+        self.plan = planning.prepare(self.spec, self.env, self.tracker.record)
+        self.sharded = self.plan.sharding == "fsdp"
         # Before the process group exists: an embedded model is built into this pod's own cache, and
         # transformers writes files on global rank 0 only once torch.distributed is initialised (on a
         # second node, rank 1 would find an empty directory).
         self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
                                                models_dir=self.env.models_dir, data_root=self.env.data_root)
         self.args = self._setup_args(self.spec.method)
-        self.tracker.set_stage("prepare")
         self.data = self._setup_data(self.spec.dataset)
         self.tasks = self._setup_tasks(self.spec.evaluation)
         self.lineage = self.lineage.model_copy(update={"base_model_revision": self.resolved.revision})
@@ -119,8 +122,9 @@ class Recipe:
                                                 self.cuda and torch.cuda.is_bf16_supported())
         if note:
             event("prepare", "precision.fallback", requested=self.spec.training.precision, note=note)
-        common = arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda,
-                                         self.cuda and torch.cuda.is_bf16_supported())
+        common = {**arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda,
+                                            self.cuda and torch.cuda.is_bf16_supported()),
+                  **arguments.sharding_kwargs(self.spec.training, self.plan.sharding, self.cuda)}
         if method == "dpo":
             args = DPOConfig(**{**common, **arguments.dpo_kwargs(self.spec)})
         else:
@@ -137,8 +141,10 @@ class Recipe:
 
     def _setup_model(self, lora):
         dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
-        model = modeling.load_base_model(self.resolved, dtype=dtype, quantization=lora.quantization,
-                                         device=str(self.args.device) if lora.quantization == "none" else None)
+        # Sharded, the weights load on the CPU and FSDP moves each rank's shard to its device.
+        device = "cpu" if self.sharded else str(self.args.device) if lora.quantization == "none" else None
+        model = modeling.load_base_model(self.resolved, dtype=dtype, quantization=lora.quantization, device=device,
+                                         quant_storage=dtype if self.sharded else None)
         model.config.pad_token_id = self.tokenizer.pad_token_id
         model.generation_config.pad_token_id = self.tokenizer.pad_token_id
         return model
@@ -151,6 +157,7 @@ class Recipe:
         path, saved = find_resume_checkpoint(self.env.checkpoint_dir, remove_incomplete=self.is_main)
         path, saved = agree_across_ranks(self.env.checkpoint_dir, path, saved)
         if path is not None:
+            check_sharding(path, self.sharded)
             event("prepare", "resume", checkpoint=path.name, step=saved.step, epoch=saved.epoch)
             for difference in saved.disagreements(current):
                 event("prepare", "resume.config_differs", level=logging.WARNING, detail=difference)
@@ -164,7 +171,8 @@ class Recipe:
         from trl import DPOTrainer, SFTTrainer
 
         self.preemption = PreemptionCallback(self.guard)
-        trainer_class = DPOTrainer if method == "dpo" else SFTTrainer
+        trainer_class = sharded.trainer_class(DPOTrainer if method == "dpo" else SFTTrainer, self.plan.sharding,
+                                              self.cuda)
         trainer = trainer_class(
             model=self.model, args=self.args, processing_class=self.tokenizer,
             train_dataset=Dataset.from_list(self.data.train),
@@ -177,7 +185,7 @@ class Recipe:
         trainer.remove_callback(ProgressCallback)
         trainable, total = trainer.model.get_nb_trainable_parameters()
         event("prepare", "trainer.ready", method=method, trainable_parameters=trainable, total_parameters=total,
-              world_size=self.args.world_size, device=str(self.args.device))
+              world_size=self.args.world_size, device=str(self.args.device), sharding=self.plan.sharding)
         return trainer
 
     # ---- train ---------------------------------------------------------------------------------
@@ -189,6 +197,8 @@ class Recipe:
             output = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         finally:
             self.guard.in_training = False
+        if self.sharded and not sharded.is_sharded(self.trainer.model):
+            raise TrainerError("spec.training.sharding: fsdp was asked for but the model was not sharded")
         if self.preemption.stopped_at is not None:
             raise Preempted(f"SIGTERM during training; checkpoint-{self.preemption.stopped_at} saved")
         losses = [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
@@ -208,12 +218,12 @@ class Recipe:
     def evaluate(self) -> None:
         started = time.monotonic()
         self._measure_loss()
+        completions, base = self._completions()
         if not self.is_main:
             return
-        completions = self._generate() if self.tasks else []
         scores = score_samples(self.tasks, completions, self.spec.evaluation.timeout_seconds) if self.tasks else []
         pass_metrics, self.gates = judge(self.spec.evaluation, self.tasks, scores,
-                                         self._base_scores() if self.tasks else (), self.metrics.perplexity)
+                                         self._base_scores(base) if self.tasks else (), self.metrics.perplexity)
         self.metrics = self.metrics.model_copy(update=pass_metrics)
         self.results["samples"] = samples_table(scores, completions)
         self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
@@ -227,6 +237,16 @@ class Recipe:
             "eval_loss": None if eval_loss is None else round(eval_loss, 6),
             "perplexity": perplexity(eval_loss) if eval_loss is not None else None})
 
+    def _completions(self) -> tuple[list[list[str]], Optional[list[list[str]]]]:
+        """The adapter's completions and, when the baseline cache lacks their outcomes, the base model's.
+        Rank 0 generates; sharded, every rank does in lockstep (each holds a part of every layer)."""
+        if not self.tasks or not (self.is_main or self.sharded):
+            return [], None
+        cache = self._baseline_cache()
+        cached = sharded.from_main(lambda: cache.read(self._sample_task_ids()) is not None, self.sharded)
+        completions = self._generate()
+        return completions, None if cached else self._generate_base()
+
     def _generate(self) -> list[list[str]]:
         """``samplesPerTask`` completions per task from the model as it is now (adapter enabled or not)."""
         evaluation = self.spec.evaluation
@@ -234,15 +254,16 @@ class Recipe:
             self.trainer.model, self.tokenizer, [generation_prompt(task.prompt) for task in self.tasks],
             samples=evaluation.samples_per_task, max_new_tokens=evaluation.max_new_tokens,
             temperature=evaluation.temperature, seed=self.spec.training.seed,
-            batch_size=max(1, 32 // evaluation.samples_per_task))
+            batch_size=max(1, 32 // evaluation.samples_per_task), synced_gpus=self.sharded)
 
-    def _base_scores(self) -> list:
-        """The base model's scores on the same tasks and settings: generated with the adapter disabled on the
-        loaded model (no second copy of the weights), or read from the cache a previous run wrote."""
+    def _base_scores(self, completions: Optional[list[list[str]]]) -> list:
+        """The base model's scores on the same tasks and settings: ``completions`` (generated with the adapter
+        disabled on the loaded model, no second copy of the weights) scored, or the cache a previous run wrote."""
         started = time.monotonic()
         cache = self._baseline_cache()
         scores, source = base_scores(cache, self._sample_task_ids(), lambda: score_samples(
-            self.tasks, self._generate_base(), self.spec.evaluation.timeout_seconds))
+            self.tasks, completions if completions is not None else self._generate_base(),
+            self.spec.evaluation.timeout_seconds))
         self.results["baseline"] = {"source": source, "file": str(cache.path), "key": cache.key}
         self.timings["baseline_seconds"] = round(time.monotonic() - started, 2)
         return scores
@@ -271,10 +292,11 @@ class Recipe:
 
     # ---- save ----------------------------------------------------------------------------------
     def save(self) -> None:
+        state = self._adapter_state()
         if not self.is_main:
             return
         folder = self.output_dir()
-        self.artifact = self._save_adapter(folder)
+        self.artifact = self._save_adapter(folder, state)
         self.results.update(self._summary())
         write_model_card(folder, self.run, self.results)
         write_results(folder, self.results)
@@ -286,10 +308,14 @@ class Recipe:
             self.results.update(self._summary())
             write_results(folder, self.results)
 
-    def _save_adapter(self, folder: Path) -> Artifact:
+    def _adapter_state(self) -> Optional[dict]:
+        """Sharded, the LoRA weights gathered whole onto rank 0 (collective); else None: the model saves its own."""
+        return sharded.adapter_state_dict(self.trainer.model) if self.sharded else None
+
+    def _save_adapter(self, folder: Path, state: Optional[dict]) -> Artifact:
         self.tracker.set_stage("save")
         self.tokenizer.padding_side = "right"
-        save_adapter(self.trainer.model, self.tokenizer, folder, self.run)
+        save_adapter(self.trainer.model, self.tokenizer, folder, self.run, state_dict=state)
         return saved_artifact(self.spec, folder)
 
     def output_dir(self) -> Path:
@@ -307,15 +333,15 @@ class Recipe:
         outside ``work_dir`` and the checkpoints: the output PVC is read-only in this stage."""
         started = time.monotonic()
         self._measure_loss()
+        completions, base = self._completions()
+        state = self._adapter_state()
         if not self.is_main:
             return
-        completions = self._generate() if self.tasks else []
         cache = self._baseline_cache() if self.tasks else None
-        cached = cache is not None and cache.read(self._sample_task_ids()) is not None
-        base = self._generate_base() if cache is not None and not cached else None
+        cached = cache is not None and base is None
         event("evaluate", "generated", samples=sum(map(len, completions)), base_cached=cached)
         self.timings["evaluate_seconds"] = round(time.monotonic() - started, 2)
-        saved = self._save_adapter(adapter_dir(self.work_dir))
+        saved = self._save_adapter(adapter_dir(self.work_dir), state)
         self.results.update(self._summary())
         self.handoff = Handoff(
             tasks=self.tasks, completions=completions, base_completions=base,

@@ -1,8 +1,9 @@
 """Where live progress goes: the run's status subresource and the log.
 
 Least privilege: the trainer's ServiceAccount may patch only its own run's ``/status``
-subresource, and the trainer writes only ``status.progress`` (a JSON merge patch), at most
-every ``min_interval`` seconds. The operator creates that Role and RoleBinding beside the Job,
+subresource, and the trainer writes only ``status.progress`` (a JSON merge patch, at most
+every ``min_interval`` seconds) and, once in its prepare stage, ``status.memoryPlan``
+(:meth:`StatusPatcher.record`). The operator creates that Role and RoleBinding beside the Job,
 not before it, and RBAC reaches the authorizer's cache a moment later still, so a refusal
 (401/403/404) in the first ``grant_grace`` seconds is retried on the next update; after that it
 stops the patching. Any failure logs one warning, and training carries on.
@@ -28,6 +29,13 @@ class Sink(Protocol):
     def __call__(self, progress: dict[str, Any], force: bool = False) -> None: ...
 
 
+def record(sinks: list, field: str, value: dict[str, Any]) -> None:
+    """Hand ``status.<field>`` (written once, not throttled) to each sink that keeps such records."""
+    for sink in sinks:
+        if hasattr(sink, "record"):
+            sink.record(field, value)
+
+
 class StatusPatcher:
     """Merge-patches ``status.progress`` of one CodexTrainingRun through the status subresource."""
 
@@ -41,24 +49,36 @@ class StatusPatcher:
         self._last = -float("inf")
         self._warned = False
         self._disabled = False
+        self._pending: dict[str, Any] = {}  # recorded fields not yet patched
 
     def __call__(self, progress: dict[str, Any], force: bool = False) -> None:
         now = self.clock()
         if self._disabled or (not force and now - self._last < self.min_interval):
             return
         self._last = now
+        self._patch({"progress": progress}, now)
+
+    def record(self, field: str, value: dict[str, Any]) -> None:
+        """``status.<field>`` now (the memory plan); if that fails, again with each progress patch until one lands."""
+        self._pending[field] = value
+        if not self._disabled:
+            self._patch({}, self.clock())
+
+    def _patch(self, status: dict[str, Any], now: float) -> None:
+        body = {**self._pending, **status}
         try:
             self._client().patch_namespaced_custom_object_status(
-                API_GROUP, API_VERSION, self.namespace, PLURAL, self.name, {"status": {"progress": progress}}
+                API_GROUP, API_VERSION, self.namespace, PLURAL, self.name, {"status": body}
             )
+            self._pending.clear()
         except Exception as error:  # any failure: warn once, keep training
-            status = getattr(error, "status", None)
-            if status in (401, 403, 404) and now >= self._grace_until:
+            code = getattr(error, "status", None)
+            if code in (401, 403, 404) and now >= self._grace_until:
                 self._disabled = True  # no permission (or no run): retrying only adds load
             if not self._warned or self._disabled:  # the first failure, and the one that disables
                 self._warned = True
                 log.warning('{"event": "progress.patch_failed", "status": %s, "error": "%s", "next": "%s"}',
-                            status or "null", type(error).__name__, "disabled" if self._disabled else "will retry")
+                            code or "null", type(error).__name__, "disabled" if self._disabled else "will retry")
 
     def _client(self) -> Any:
         if self._api is None:

@@ -30,6 +30,7 @@ from typing import Callable, TypeVar
 from .. import cni as cni_module
 from ..netplan import ClusterNetwork
 from ..podnet import PodIps
+from .. import underlay
 from ..underlay import NETNS_DIR
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,16 @@ class Sandbox:
     own: bool = True  # the pod's own namespace (False: a hostNetwork pod in its node's)
 
 
-def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SandboxError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+def _ip(*args: str, netns: str | None = None) -> None:
+    _sandboxing(underlay._ip, *args, netns=netns)
+
+
+def _sandboxing(call: Callable[..., object], *args, **kwargs) -> None:
+    """``call`` with a failure of ``ip`` reported as the sandbox's (FailedCreatePodSandBox)."""
+    try:
+        call(*args, **kwargs)
+    except RuntimeError as err:
+        raise SandboxError(str(err)) from err
 
 
 def _enter(netns: str) -> None:
@@ -168,13 +175,13 @@ class RealNetwork:
                                   capture_output=True, text=True)
             if done.returncode != 0:  # no br_netfilter: Services between pods of one node will not answer
                 log.warning("node %s: cannot set %s: %s", node, key, done.stderr.strip())
-        _ip("route", "replace", pod_cidr, "via", address, "dev", self.plan.bridge)
+        _sandboxing(underlay.route_pods, self.plan, self.index[node], pod_cidr)
         for other in self.index:
             if other != node:
-                _ip("-n", self.node_netns(other), "route", "replace", pod_cidr, "via", address, "dev", "eth0")
+                _ip("route", "replace", pod_cidr, "via", address, "dev", "eth0", netns=self.node_netns(other))
                 if other in self.pod_cidrs:
-                    _ip("-n", netns, "route", "replace", self.pod_cidrs[other], "via", self.node_address(other),
-                        "dev", "eth0")
+                    _ip("route", "replace", self.pod_cidrs[other], "via", self.node_address(other), "dev", "eth0",
+                        netns=netns)
         conflist = cni_module.node_conflist(self.plan, pod_cidr, self.dir / "ipam" / node)
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
@@ -200,28 +207,27 @@ class RealNetwork:
             result = cni.add(uid, name)
             return Sandbox(cni_module.pod_ip(result), str(NETNS_DIR / name))
         except Exception as err:
-            self._remove(node, uid)
+            self._remove([node], uid)
             raise SandboxError(f"failed to set up the pod's network with CNI: {err}") from err
 
     def release(self, pod_uid: str, node: str, sandbox: Sandbox | None) -> None:
         """CNI DEL, then the namespace goes; safe to repeat."""
         if sandbox is None or sandbox.own:
-            self._remove(node, pod_uid)
+            self._remove([node], pod_uid)
 
-    def _remove(self, node: str, uid: str) -> None:
+    def _remove(self, nodes, uid: str) -> None:
+        """CNI DEL on each of ``nodes`` that has a config, then the pod's namespace goes."""
         name = self.plan.pod_netns(uid)
-        cni = self.cnis.get(node)
-        try:
-            if cni is not None:
-                cni.delete(uid, name)
-        except cni_module.CniError as err:
-            log.warning("pod %s: CNI DEL failed: %s", uid, err)
+        for node in nodes:
+            cni = self.cnis.get(node)
+            try:
+                if cni is not None:
+                    cni.delete(uid, name)
+            except cni_module.CniError as err:
+                log.warning("pod %s: CNI DEL failed: %s", uid, err)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
     def clean_stale(self) -> None:
         """Sandboxes an earlier agent left (its containers died with it): take each down."""
         for path in sorted(NETNS_DIR.glob(self.plan.pod_netns("*"))) if NETNS_DIR.exists() else []:
-            uid = path.name[len(self.plan.pod_netns("")):]
-            for node in self.cnis:
-                self._remove(node, uid)
-            subprocess.run(["ip", "netns", "del", path.name], capture_output=True)
+            self._remove(list(self.cnis), path.name[len(self.plan.pod_netns("")):])
