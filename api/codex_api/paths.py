@@ -32,6 +32,8 @@ ENV_DATA_ROOT = "CODEX_DATA_ROOT"
 ENV_CHECKPOINT_DIR = "CODEX_CHECKPOINT_DIR"
 ENV_MODELS_DIR = "CODEX_MODELS_DIR"
 ENV_IMAGE = "CODEX_IMAGE"
+# One GPU's memory in GiB for the trainer's memory plan when it cannot read the device (Helm trainer.gpuMemoryGiB).
+ENV_GPU_MEMORY_GIB = "CODEX_GPU_MEMORY_GIB"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_API_KEY = "CODEX_API_KEY"
 

@@ -23,6 +23,7 @@ ENV_SERVER_CPU = "CODEX_DEFAULT_SERVER_CPU"
 ENV_SERVER_MEMORY = "CODEX_DEFAULT_SERVER_MEMORY"
 ENV_IMAGE_PULL_POLICY = "CODEX_IMAGE_PULL_POLICY"
 ENV_SANDBOX_RUNTIME_CLASS = "CODEX_SANDBOX_RUNTIME_CLASS"
+ENV_TRAINER_GPU_MEMORY = "CODEX_DEFAULT_TRAINER_GPU_MEMORY_GIB"
 ENV_METRICS_PORT = "CODEX_METRICS_PORT"
 ENV_POD_IP = "POD_IP"
 
@@ -77,6 +78,9 @@ class OperatorConfig:
     image_pull_policy: Optional[str] = None
     # The runtimeClassName of sandbox pods (gVisor, Kata) when a run's spec names none.
     sandbox_runtime_class: Optional[str] = None
+    # One GPU's memory (GiB) for the trainer's memory plan when a run's spec.resources.gpuMemoryGiB is unset
+    # and the trainer cannot read the device's own.
+    trainer_gpu_memory_gib: Optional[float] = None
     metrics_port: int = DEFAULT_METRICS_PORT
     # Where the operator's own HTTP servers bind: the pod IP in-cluster, all interfaces otherwise.
     bind_host: str = "0.0.0.0"

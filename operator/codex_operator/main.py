@@ -53,6 +53,10 @@ def _add_config_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
     p.add_argument("--sandbox-runtime-class", default=env.get(config.ENV_SANDBOX_RUNTIME_CLASS) or None,
                    metavar="NAME", help="runtimeClassName of the pods that run generated code (gVisor, Kata), "
                    "when a run's spec.evaluation.sandbox names none")
+    p.add_argument("--trainer-gpu-memory-gib", type=float, default=float(env.get(config.ENV_TRAINER_GPU_MEMORY) or 0)
+                   or None, metavar="GIB", help="one GPU's memory for the trainer's memory plan when a run's "
+                   f"spec.resources.gpuMemoryGiB is unset and the trainer cannot read the GPU's (env "
+                   f"{config.ENV_TRAINER_GPU_MEMORY})")
     p.add_argument("--metrics-port", type=int, default=int(env.get(config.ENV_METRICS_PORT) or config.DEFAULT_METRICS_PORT),
                    help=f"Prometheus /metrics port (env {config.ENV_METRICS_PORT})")
     p.add_argument("--liveness-port", type=int, default=int(env.get(ENV_LIVENESS_PORT) or DEFAULT_LIVENESS_PORT),
@@ -85,6 +89,7 @@ def operator_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Ope
                                    environ.get(config.ENV_SERVER_MEMORY) or None),
         image_pull_policy=environ.get(config.ENV_IMAGE_PULL_POLICY) or None,
         sandbox_runtime_class=args.sandbox_runtime_class or None,
+        trainer_gpu_memory_gib=args.trainer_gpu_memory_gib,
         metrics_port=args.metrics_port,
         bind_host=environ.get(config.ENV_POD_IP) or "0.0.0.0",
         instance=environ.get("HOSTNAME") or socket.gethostname(),

@@ -1,10 +1,11 @@
 """Multi-node training across pods: examples/run-multinode.yaml's shape on CPU (2 Nodes, 1 process
-each, gloo), through the operator, on the embedded cluster's real pod network.
+each, gloo), sharded with FSDP, through the operator, on the embedded cluster's real pod network.
 
 The operator makes an Indexed Job and a headless Service. Each pod lands on a Node of its own, and
 torchrun's two nodes meet at MASTER_ADDR, pod 0's DNS name behind that Service. Rank 0 alone
 reports progress. Deleting one pod mid-run fails the other's collective too; the Job makes both
-again, and they resume from the same checkpoint on the shared (ReadWriteMany) work volume.
+again, and they resume from the same sharded checkpoint (torch.distributed.checkpoint, a shard per
+rank) on the shared (ReadWriteMany) work volume. The memory plan lands in status.memoryPlan.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def test_a_two_node_run_meets_over_the_headless_service_and_resumes_together(clu
     run = tiny_run("multinode", steps=STEPS, save_steps=SAVE_STEPS)
     run["spec"]["resources"].update(nodes=shape["resources"]["nodes"], gpusPerNode=0)
     run["spec"]["job"]["backoffLimit"] = 6
+    run["spec"]["training"]["sharding"] = "fsdp"
     del run["spec"]["evaluation"]  # training across nodes is the point; the code gates have their own tests
     cluster.apply(run, namespace=namespace)
 
@@ -60,7 +62,7 @@ def test_a_two_node_run_meets_over_the_headless_service_and_resumes_together(clu
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         assert env["MASTER_ADDR"] == master
         ready = _events(cluster, namespace, pod["metadata"]["name"], "trainer.ready")
-        assert ready and ready[-1]["world_size"] == 2, ready
+        assert ready and (ready[-1]["world_size"], ready[-1]["sharding"]) == (2, "fsdp"), ready
     by_rank = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p["metadata"]["name"]
                for p in first}
     cluster.kubectl("delete", "pod", by_rank["1"], "-n", namespace, "--wait=false")
@@ -82,3 +84,6 @@ def test_a_two_node_run_meets_over_the_headless_service_and_resumes_together(clu
     status = wait_phase(cluster, namespace, "multinode", ("Succeeded", "Failed"), timeout=600)
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["progress"]["step"] == STEPS
+    plan = status["memoryPlan"]
+    assert (plan["worldSize"], plan["sharding"], plan["deviceMemorySource"]) == (2, "fsdp", "unknown"), plan
+    assert plan["parameters"] == 106_816  # tiny-llama's, from its config.json

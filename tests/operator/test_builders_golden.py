@@ -29,7 +29,7 @@ from op_examples import example
 
 CFG = OperatorConfig(trainer_image="registry.example/codex-trainer:1.0",
                      trainer_resources=Resources("4", "16Gi"))
-EXAMPLE_RUNS = ["run.yaml", "run-multinode.yaml", "run-hub-push.yaml", "run-dpo.yaml"]
+EXAMPLE_RUNS = ["run.yaml", "run-multinode.yaml", "run-hub-push.yaml", "run-dpo.yaml", "run-codellama-70b.yaml"]
 
 
 def run_of(filename: str) -> CodexTrainingRun:
@@ -71,6 +71,20 @@ def test_job_is_restricted_and_carries_the_exit_code_contract():
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 3600
     assert container["resources"] == {"limits": {"cpu": "2", "memory": "6Gi"}, "requests": {"cpu": "2", "memory": "6Gi"}}
+
+
+def test_the_handoffs_70b_job_asks_for_4_gpus_and_launches_fsdp_under_torchrun():
+    job = build_job(run_of("run-codellama-70b.yaml"), CFG)
+    spec, container = job["spec"], job["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert (env["NNODES"], env["NPROC_PER_NODE"]) == ("1", "4")
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "completionMode" not in spec and "MASTER_ADDR" not in env  # one pod: torchrun --standalone
+    configured = build_job(run_of("run-codellama-70b.yaml"), OperatorConfig(trainer_gpu_memory_gib=80))
+    configured_env = {item["name"]: item.get("value") for item in
+                      configured["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert configured_env[paths.ENV_GPU_MEMORY_GIB] == "80" and paths.ENV_GPU_MEMORY_GIB not in env
 
 
 def test_multinode_job_is_indexed_with_torchrun_env():

@@ -360,3 +360,78 @@ def test_layer_activations_are_what_autograd_keeps(targets, checkpointing):
                      gradient_checkpointing=checkpointing, cpu_offload=False, device_memory_gib=80.0)
     planned = 2 * shape.hidden_size if checkpointing else memory_plan.layer_activation_bytes_per_token(job)
     assert measured == pytest.approx(planned, rel=0.02)
+
+
+def _example_spec(**training):
+    from pathlib import Path
+
+    import yaml
+    from codex_api import CodexTrainingRun, parse
+
+    document = yaml.safe_load((Path(__file__).parents[2] / "examples" / "run-codellama-70b.yaml").read_text())
+    document["spec"]["training"].update(training)
+    return parse(CodexTrainingRun, document).spec
+
+
+def test_the_70b_example_is_planned_sharded_and_fits_four_80gib_gpus():
+    from codex_trainer.planning import DeviceMemory, plan_run
+
+    planned = plan_run(_example_spec(), CODELLAMA_70B, 4, DeviceMemory(80.0, "spec"))
+    assert planned.sharding == "fsdp"
+    assert {key: planned.status[key] for key in ("parameters", "worldSize", "perDeviceGiB", "deviceGiB", "fits",
+                                                 "deviceMemorySource")} == {
+        "parameters": 68_976_910_336, "worldSize": 4, "perDeviceGiB": 72.5, "deviceGiB": 80.0, "fits": True,
+        "deviceMemorySource": "spec"}
+    assert plan_run(_example_spec(sharding="auto"), CODELLAMA_70B, 4, DeviceMemory(80.0, "gpu")).sharding == "fsdp"
+
+
+def test_the_70b_example_data_parallel_is_refused_naming_the_fields():
+    from codex_trainer.planning import DeviceMemory, PlanRefused, plan_run
+
+    with pytest.raises(PlanRefused) as refused:
+        plan_run(_example_spec(sharding="none"), CODELLAMA_70B, 4, DeviceMemory(80.0, "gpu"))
+    message = str(refused.value)
+    assert message.startswith("spec.resources: the run needs 170.1 GiB per device and the device has 80.0 GiB: ")
+    for field in ("spec.training.sharding: fsdp", "spec.resources.gpusPerNode", "spec.lora.quantization: 4bit"):
+        assert field in message
+    assert refused.value.status["fits"] is False and refused.value.status["sharding"] == "none"
+
+
+def test_the_70b_example_with_qlora_fits_one_80gib_gpu():
+    from codex_trainer.planning import DeviceMemory, plan_run
+
+    spec = _example_spec(sharding="none").model_copy(deep=True)
+    spec.lora.quantization = "4bit"
+    planned = plan_run(spec, CODELLAMA_70B, 1, DeviceMemory(80.0, "gpu"))
+    assert (planned.sharding, planned.status["fits"], planned.status["perDeviceGiB"]) == ("none", True, 71.2)
+
+
+def test_an_unplannable_config_is_not_planned_and_trains_as_asked():
+    from codex_trainer.planning import DeviceMemory, plan_run
+
+    gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
+    assert plan_run(_example_spec(sharding="auto"), gpt2, 4, DeviceMemory(80.0, "gpu")).status is None
+
+
+@pytest.mark.parametrize("gpu,spec_gib,env,expected", [
+    (80 * 2**30, 40.0, "24", (80.0, "gpu")),
+    (None, 40.0, "24", (40.0, "spec")),
+    (None, None, "24", (24.0, "operator")),
+    (None, None, "", (None, "unknown")),
+], ids=["gpu-first", "then-spec", "then-operator", "unknown"])
+def test_device_memory_comes_from_the_gpu_then_the_spec_then_the_operator(gpu, spec_gib, env, expected):
+    from codex_trainer.planning import ENV_GPU_MEMORY_GIB, device_memory
+
+    spec = _example_spec()
+    spec.resources.gpu_memory_gib = spec_gib
+    found = device_memory(spec, {ENV_GPU_MEMORY_GIB: env}, gpu_total_bytes=lambda: gpu)
+    assert (found.gib, found.source) == expected
+
+
+def test_a_bad_operator_default_is_named():
+    from codex_trainer.planning import ENV_GPU_MEMORY_GIB, device_memory
+
+    spec = _example_spec()
+    spec.resources.gpu_memory_gib = None
+    with pytest.raises(InvalidSpecError, match=r"^env CODEX_GPU_MEMORY_GIB: expected GiB as a number, got 'lots'$"):
+        device_memory(spec, {ENV_GPU_MEMORY_GIB: "lots"}, gpu_total_bytes=lambda: None)

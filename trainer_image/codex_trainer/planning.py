@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
+from codex_api import paths
 from codex_api.run_status import MemoryPlan as MemoryPlanStatus
 from codex_api.training_run import CodexTrainingRunSpec
 
@@ -23,7 +24,7 @@ from .logs import event
 from .memory_plan import GIB, SHARDINGS, MemoryPlan, ModelShape, PlanInputs, plan
 
 # The operator's default device memory for planning (Helm trainer.gpuMemoryGiB), set on the trainer's pod.
-ENV_GPU_MEMORY_GIB = "CODEX_GPU_MEMORY_GIB"
+ENV_GPU_MEMORY_GIB = paths.ENV_GPU_MEMORY_GIB
 
 
 @dataclass(frozen=True)

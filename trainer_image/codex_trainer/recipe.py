@@ -84,7 +84,6 @@ class Recipe:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
-        self.tracker.set_stage("prepare")
         self.plan = planning.prepare(self.spec, self.env, self.tracker.record)
         self.sharded = self.plan.sharding == "fsdp"
         # Before the process group exists: an embedded model is built into this pod's own cache, and
@@ -93,6 +92,7 @@ class Recipe:
         self.resolved = modeling.resolve_model(self.spec.base_model, token=self.env.hf_token,
                                                models_dir=self.env.models_dir, data_root=self.env.data_root)
         self.args = self._setup_args(self.spec.method)
+        self.tracker.set_stage("prepare")
         self.data = self._setup_data(self.spec.dataset)
         self.tasks = self._setup_tasks(self.spec.evaluation)
         self.lineage = self.lineage.model_copy(update={"base_model_revision": self.resolved.revision})

@@ -130,6 +130,12 @@ def _env(run: CodexTrainingRun, cfg: OperatorConfig) -> list[dict[str, Any]]:
     token = hf_token_ref(run)
     if token is not None:
         env.append(env_secret(paths.ENV_HF_TOKEN, token.name, token.key))
+    if cfg.trainer_gpu_memory_gib:
+        env.append(env_value(paths.ENV_GPU_MEMORY_GIB, f"{cfg.trainer_gpu_memory_gib:g}"))
+    if run.spec.training.sharding != "none" and resources.gpus_per_node > 0:
+        # FSDP gathers and frees every layer's weights each step; expandable segments keep the CUDA caching
+        # allocator from fragmenting under that (PyTorch's advice for FSDP2).
+        env.append(env_value("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"))
     if resources.nodes > 1:
         job = names.job_name(run.metadata.name)
         env += [
