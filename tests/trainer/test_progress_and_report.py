@@ -54,6 +54,25 @@ def test_status_patch_touches_only_progress_and_is_throttled():
     assert api.calls[0][:5] == ("codex.dev", "v1alpha1", "ns", "codextrainingruns", "demo")
 
 
+def test_memory_plan_is_recorded_once_and_again_with_progress_until_it_lands():
+    """The plan is recorded in the first seconds, when the trainer's RBAC grant may not have arrived:
+    a refused record rides along with the next progress patches until one succeeds, then stops."""
+    forbidden = Exception("Forbidden")
+    forbidden.status = 403
+    clock, api = FakeClock(), FakeApi(error=forbidden)
+    patcher = StatusPatcher("demo", "ns", min_interval=0, api=api, clock=clock)
+    patcher.record("memoryPlan", {"perDeviceGiB": 1.5})
+    patcher({"step": 1}, force=True)
+    api.error = None
+    patcher({"step": 2}, force=True)
+    patcher({"step": 3}, force=True)
+    assert [call[5]["status"] for call in api.calls] == [
+        {"memoryPlan": {"perDeviceGiB": 1.5}},
+        {"memoryPlan": {"perDeviceGiB": 1.5}, "progress": {"step": 1}},
+        {"memoryPlan": {"perDeviceGiB": 1.5}, "progress": {"step": 2}},
+        {"progress": {"step": 3}}]
+
+
 def test_forbidden_patch_is_retried_while_the_grant_may_be_appearing_then_disabled(caplog):
     """The operator creates the Role and RoleBinding beside the Job: early 403s are retried, a
     refusal after ``grant_grace`` stops the patching; two warnings in all, training carries on."""

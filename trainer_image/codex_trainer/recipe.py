@@ -72,6 +72,7 @@ class Recipe:
         self.metrics = Metrics()
         self.lineage = Lineage(config_hash=arguments.canonical_hash(run.spec.to_wire()), image=env.image)
         self.gates = self.artifact = None
+        self.plan, self.sharded = planning.RunPlan("none", None), False  # until setup plans the run
         self.results: dict[str, Any] = {"run": {"name": run.metadata.name, "namespace": run.metadata.namespace}}
         self.timings: dict[str, float] = {}
 
