@@ -128,7 +128,38 @@ def test_when_to_launch_and_which_exit_code(tmp_path):
     assert not launcher.needs_torchrun(launcher.Topology(), {})
     assert launcher.needs_torchrun(launcher.Topology(nproc_per_node=2), {})
     assert not launcher.needs_torchrun(launcher.Topology(nproc_per_node=2), {"LOCAL_RANK": "0"})
+    # FSDP needs a process group even on one process (CPU offload on one GPU).
+    assert launcher.needs_torchrun(launcher.Topology(), {}, sharded=True)
+    assert not launcher.needs_torchrun(launcher.Topology(), {"TORCHELASTIC_RUN_ID": "x"}, sharded=True)
+    assert launcher.wants_sharding(Training(sharding="fsdp")) and launcher.wants_sharding(Training(cpu_offload=True))
+    assert not launcher.wants_sharding(Training())
     assert launcher.node_exit_code(tmp_path, 1, 45) == 45
     assert launcher.node_exit_code(tmp_path, 0, 45) == 0
     launcher.result_file(tmp_path, 0).write_text("43")
     assert launcher.node_exit_code(tmp_path, 1, 45) == 43
+
+
+@pytest.mark.parametrize("training,cuda,config", [
+    (Training(), False, {"cpu_offload": False, "activation_checkpointing": False, "cpu_ram_efficient_loading": False}),
+    (Training(gradient_checkpointing=True, cpu_offload=True), True,
+     {"cpu_offload": True, "activation_checkpointing": True, "cpu_ram_efficient_loading": True}),
+], ids=["cpu", "gpu-checkpointed-offloaded"])
+def test_fsdp_arguments_are_fsdp2_full_shard_with_sharded_checkpoints(training, cuda, config):
+    kwargs = arguments.sharding_kwargs(training, "fsdp", cuda)
+    assert kwargs["fsdp"] is True
+    assert kwargs["fsdp_config"] == {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                     "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT", **config}
+    # FSDP's own activation checkpointing, never the Trainer's on top (an extra all-gather per layer).
+    assert (kwargs["activation_checkpointing"], kwargs["activation_checkpointing_kwargs"]) == (False, None)
+    assert arguments.sharding_kwargs(training, "none", cuda) == {}
+
+
+def test_sft_config_accepts_the_fsdp_arguments(tmp_path):
+    """transformers turns them into accelerate's FSDP2 plugin arguments."""
+    from trl import SFTConfig
+
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True,
+                       **arguments.sharding_kwargs(Training(gradient_checkpointing=True), "fsdp", False))
+    assert config.fsdp_plugin_args["fsdp_version"] == 2
+    assert config.fsdp_plugin_args["state_dict_type"] == "SHARDED_STATE_DICT"
+    assert config.fsdp_plugin_args["activation_checkpointing"] is True

@@ -407,10 +407,13 @@ def test_the_70b_example_with_qlora_fits_one_80gib_gpu():
 
 
 def test_an_unplannable_config_is_not_planned_and_trains_as_asked():
-    from codex_trainer.planning import DeviceMemory, plan_run
+    from codex_trainer.planning import DeviceMemory, RunPlan, plan_run
 
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
-    assert plan_run(_example_spec(sharding="auto"), gpt2, 4, DeviceMemory(80.0, "gpu")).status is None
+    assert plan_run(_example_spec(sharding="auto"), gpt2, 4, DeviceMemory(80.0, "gpu")) == RunPlan("none", None)
+    embeddings = _example_spec(sharding="fsdp").model_copy(deep=True)
+    embeddings.lora.target_modules = ["q_proj", "embed_tokens"]
+    assert plan_run(embeddings, CODELLAMA_70B, 4, DeviceMemory(80.0, "gpu")) == RunPlan("fsdp", None)
 
 
 @pytest.mark.parametrize("gpu,spec_gib,env,expected", [

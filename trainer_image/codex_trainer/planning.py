@@ -139,17 +139,16 @@ class RunPlan:
 def plan_run(spec: CodexTrainingRunSpec, config: Mapping[str, Any], world_size: int, device: DeviceMemory) -> RunPlan:
     """Resolve spec.training.sharding and plan the run's memory; InvalidSpecError when it cannot fit.
 
-    A model whose config.json is not a Llama-style decoder is not planned: "auto" is then data parallel
+    A model the plan cannot count is not planned: a config.json that is not a Llama-style decoder's, or
+    targetModules that are not its Linear layers (peft may still adapt them). "auto" is then data parallel
     (FSDP with cpuOffload), and the run goes ahead as asked.
     """
     try:
         inputs = inputs_for(spec, config, world_size, device.gib)
     except InvalidSpecError as error:
-        if str(error).startswith("config.json"):
-            sharding = "fsdp" if spec.training.sharding == "fsdp" or spec.training.cpu_offload else "none"
-            event("prepare", "memory_plan.skipped", level=logging.WARNING, reason=str(error), sharding=sharding)
-            return RunPlan(sharding, None)
-        raise
+        sharding = "fsdp" if spec.training.sharding == "fsdp" or spec.training.cpu_offload else "none"
+        event("prepare", "memory_plan.skipped", level=logging.WARNING, reason=str(error), sharding=sharding)
+        return RunPlan(sharding, None)
     sharding = choose_sharding(spec.training.sharding, inputs)
     inputs = replace(inputs, sharding=sharding)
     memory_plan = plan(inputs)
