@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,17 +167,20 @@ def test_sharded_run_resumes_after_a_crash_and_after_sigterm_and_on_another_worl
     _adapter_loads_and_generates(tmp_path / "data" / "pvc" / "artifacts" / "tiny", models_dir)
 
 
-def test_a_sharded_checkpoint_does_not_resume_unsharded(tmp_path, models_dir):
-    environ = trainer_environ(tmp_path, models_dir)
-    code, _ = _train(tmp_path, environ, 2, training={"maxSteps": 3, "sharding": "fsdp"},
-                     checkpointing={"saveSteps": 3}, evaluation={"tasks": None})
-    assert code == contract.EXIT_OK
-    code, events = _train(tmp_path, environ, 2, training={"maxSteps": 6, "sharding": "auto"},
-                          checkpointing={"saveSteps": 3}, evaluation={"tasks": None})
-    assert code == contract.EXIT_INVALID
-    report = json.loads((tmp_path / "termination-log").read_text())
-    assert report["message"].startswith("spec.training.sharding: checkpoint-3 is sharded (FSDP) and this run trains "
-                                        "with sharding none")
+@pytest.mark.parametrize("sharded_checkpoint,sharded_run,message", [
+    (True, False, "checkpoint-3 is sharded (FSDP) and this run trains with sharding none"),
+    (False, True, "checkpoint-3 is unsharded and this run trains with sharding fsdp"),
+], ids=["sharded-into-data-parallel", "data-parallel-into-sharded"])
+def test_a_checkpoint_resumes_only_under_the_sharding_it_was_saved_with(tmp_path, sharded_checkpoint, sharded_run,
+                                                                         message):
+    from codex_trainer.checkpoints import SHARDED_MODEL, check_sharding
+    from codex_trainer.errors import InvalidSpecError
+
+    checkpoint = tmp_path / "checkpoint-3"
+    (checkpoint / (SHARDED_MODEL if sharded_checkpoint else "adapter")).mkdir(parents=True)
+    with pytest.raises(InvalidSpecError, match=f"^spec.training.sharding: {re.escape(message)}"):
+        check_sharding(checkpoint, sharded_run)
+    check_sharding(checkpoint, sharded_checkpoint)
 
 
 @pytest.mark.slow
