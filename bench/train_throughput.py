@@ -179,8 +179,8 @@ def _base(args, precision: str):
 
     source = ModelSource(hub=args.hub) if args.hub else ModelSource(embedded=args.model)
     cuda = torch.cuda.is_available()
-    flags, _ = precision_flags(precision, cuda, cuda and torch.cuda.is_bf16_supported())
-    dtype = torch.bfloat16 if cuda and flags["bf16"] else torch.float16 if cuda and flags["fp16"] else torch.float32
+    flags, _ = precision_flags(precision, cuda, modeling.native_bf16(cuda))
+    dtype = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
     return modeling.load_tokenizer(source), modeling.load_base_model(source, dtype=dtype), flags
 
 

@@ -66,7 +66,7 @@ class Lora(ApiModel):
     quantization: Literal["none", "4bit"] = Field(
         "none",
         description="quantization of the frozen base weights: \"none\", or \"4bit\" for QLoRA (NF4 with "
-        "bitsandbytes, GPU only). Defaults to none.",
+        "bitsandbytes; on a GPU, or on CPU where bitsandbytes has its CPU backend). Defaults to none.",
     )
 
 
@@ -120,7 +120,8 @@ class Training(ApiModel):
         "Defaults to true.",
     )
     precision: Literal["bf16", "fp16", "fp32"] = Field(
-        "bf16", description="precision of training compute; bf16 and fp16 fall back to fp32 on CPU. Defaults to bf16."
+        "bf16", description="precision of training compute. On CPU, bf16 trains under autocast where the CPU computes "
+        "bf16 natively (AVX512-BF16 or AMX); otherwise bf16 and fp16 fall back to fp32 on CPU. Defaults to bf16."
     )
     gradient_checkpointing: bool = Field(
         False, description="gradientCheckpointing trades compute for activation memory (FSDP's activation "

@@ -22,13 +22,16 @@ def spec(**overrides) -> CodexTrainingRunSpec:
 
 
 @pytest.mark.parametrize("precision,cuda,bf16_ok,flags,note", [
-    ("bf16", False, False, {"bf16": False, "fp16": False}, "bf16 requested but no GPU is visible: training in fp32 on CPU"),
+    ("bf16", False, False, {"bf16": False, "fp16": False},
+     "bf16 requested but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32 on CPU"),
+    ("bf16", False, True, {"bf16": True, "fp16": False}, None),
+    ("fp16", False, True, {"bf16": False, "fp16": False}, "fp16 requested but no GPU is visible: training in fp32 on CPU"),
     ("fp16", False, False, {"bf16": False, "fp16": False}, "fp16 requested but no GPU is visible: training in fp32 on CPU"),
     ("fp32", True, True, {"bf16": False, "fp16": False}, None),
     ("bf16", True, True, {"bf16": True, "fp16": False}, None),
     ("bf16", True, False, {"bf16": False, "fp16": True}, "bf16 requested but this GPU does not support it: training in fp16"),
     ("fp16", True, True, {"bf16": False, "fp16": True}, None),
-], ids=["bf16-cpu", "fp16-cpu", "fp32-gpu", "bf16-gpu", "bf16-old-gpu", "fp16-gpu"])
+], ids=["bf16-cpu", "bf16-cpu-native", "fp16-cpu-native", "fp16-cpu", "fp32-gpu", "bf16-gpu", "bf16-old-gpu", "fp16-gpu"])
 def test_precision_falls_back(precision, cuda, bf16_ok, flags, note):
     assert arguments.precision_flags(precision, cuda, bf16_ok) == (flags, note)
 

@@ -63,9 +63,21 @@ def test_dtype_defaults_to_fp32_on_cpu_and_honours_a_request(models_dir, tiny_so
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
-def test_four_bit_without_cuda_is_a_clear_spec_error(models_dir, tiny_source):
-    with pytest.raises(InvalidSpecError, match=r"^spec.lora.quantization: 4bit \(QLoRA\) needs a CUDA GPU"):
+def test_four_bit_without_cuda_or_a_cpu_backend_is_a_clear_spec_error(models_dir, tiny_source, monkeypatch):
+    monkeypatch.setattr(modeling, "cpu_four_bit", lambda: False)
+    with pytest.raises(InvalidSpecError, match=r"^spec.lora.quantization: 4bit \(QLoRA\) needs a CUDA GPU, or a "
+                                               r"bitsandbytes with a CPU 4-bit backend \(this one, 0\.\d+"):
         modeling.load_base_model(tiny_source, models_dir=models_dir, quantization="4bit")
+
+
+@pytest.mark.skipif(not modeling.cpu_four_bit(), reason="this bitsandbytes has no CPU 4-bit backend")
+def test_four_bit_on_cpu_loads_nf4_weights_through_bitsandbytes(models_dir, tiny_source):
+    from bitsandbytes.nn import Linear4bit
+
+    model = modeling.load_base_model(tiny_source, models_dir=models_dir, quantization="4bit", dtype="bf16")
+    projection = model.model.layers[0].self_attn.q_proj
+    assert isinstance(projection, Linear4bit) and projection.weight.quant_state.quant_type == "nf4"
+    assert model.device.type == "cpu"
 
 
 def test_pvc_model_loads_through_the_data_root(tmp_path, models_dir):

@@ -260,3 +260,18 @@ def test_activation_checkpointing_only_when_asked(tmp_path, models_dir):
     args = recipe._setup_args("sft")
     assert SFTConfig(output_dir=str(tmp_path), use_cpu=True).gradient_checkpointing is True  # TRL default
     assert (args.activation_checkpointing, args.gradient_checkpointing) == (False, False)
+
+
+def test_bf16_trains_under_cpu_autocast_where_the_cpu_has_native_bf16(tmp_path, models_dir, monkeypatch):
+    """precision: bf16 on a CPU with AVX512-BF16/AMX: bf16 base weights and the Trainer's CPU autocast
+    (accelerate's mixed precision); the LoRA weights stay fp32. (This machine may only emulate bf16.)"""
+    monkeypatch.setattr(modeling, "native_bf16", lambda cuda: True)
+    recipe = Recipe(tiny_run(training={"maxSteps": 2, "precision": "bf16"}, evaluation={"tasks": None}),
+                    env_for(tmp_path, models_dir))
+    recipe.setup()
+    assert recipe.args.bf16 and recipe.trainer.accelerator.mixed_precision == "bf16"
+    frozen = {p.dtype for p in recipe.trainer.model.parameters() if not p.requires_grad}
+    trainable = {p.dtype for p in recipe.trainer.model.parameters() if p.requires_grad}
+    assert (frozen, trainable) == ({torch.bfloat16}, {torch.float32})
+    result = recipe.trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))

@@ -202,3 +202,25 @@ def test_smollm2_sharded_over_two_processes_matches_one(tmp_path):
         assert code == contract.EXIT_OK, json.dumps(events[-5:])
         losses[name] = _losses(root)
     assert max(abs(a - b) for a, b in zip(losses["fsdp"], losses["single"])) < LOSS_TOLERANCE, losses
+
+
+def test_qlora_sharded_over_two_processes_matches_one(tmp_path, models_dir):
+    """QLoRA under FSDP: the 4-bit base stored as the compute dtype (bnb_4bit_quant_storage), sharded
+    with the LoRA weights, on bitsandbytes' CPU backend; the loss follows the one-process QLoRA run's."""
+    training = {"maxSteps": 4, "precision": "bf16"}
+    losses = {}
+    for name, nproc, sharding, accumulation in (("fsdp", 2, "fsdp", 1), ("single", 1, "none", 2)):
+        root = tmp_path / name
+        code, events = _train(root, trainer_environ(root, models_dir), nproc,
+                              lora={"quantization": "4bit"},
+                              training={**training, "sharding": sharding, "gradientAccumulationSteps": accumulation},
+                              checkpointing={"saveSteps": 2}, evaluation=EVALUATION if nproc == 2 else {"tasks": None})
+        assert code == contract.EXIT_OK, json.dumps(events[-5:])
+        assert {e["quantization"] for e in _events(events, "model.loaded")} == {"4bit"}
+        assert {e["sharding"] for e in _events(events, "trainer.ready")} == {sharding}
+        losses[name] = _losses(root)
+    print(json.dumps(losses))
+    assert max(abs(a - b) for a, b in zip(losses["fsdp"], losses["single"])) < LOSS_TOLERANCE, losses
+    checkpoint = tmp_path / "fsdp" / "checkpoints" / "checkpoint-4"
+    assert (checkpoint / "pytorch_model_fsdp_0" / ".metadata").is_file()
+    _adapter_loads_and_generates(tmp_path / "fsdp" / "data" / "pvc" / "artifacts" / "tiny", models_dir)

@@ -13,11 +13,18 @@ DEFAULT_WARMUP_RATIO = 0.03
 
 
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> tuple[dict[str, bool], Optional[str]]:
-    """TrainingArguments' bf16/fp16 flags for ``precision``, and a note when it had to fall back."""
+    """TrainingArguments' bf16/fp16 flags for ``precision``, and a note when it had to fall back.
+
+    ``bf16_supported``: this device computes in bf16 natively (the GPU's, or on CPU AVX512-BF16 or
+    AMX, where the Trainer then trains under CPU autocast); :func:`codex_trainer.modeling.native_bf16`.
+    """
     if precision == "fp32":
         return {"bf16": False, "fp16": False}, None
     if not cuda:
-        return {"bf16": False, "fp16": False}, f"{precision} requested but no GPU is visible: training in fp32 on CPU"
+        if precision == "bf16" and bf16_supported:
+            return {"bf16": True, "fp16": False}, None
+        why = "this CPU has no native bf16 (AVX512-BF16 or AMX)" if precision == "bf16" else "no GPU is visible"
+        return {"bf16": False, "fp16": False}, f"{precision} requested but {why}: training in fp32 on CPU"
     if precision == "bf16" and not bf16_supported:
         return {"bf16": False, "fp16": True}, "bf16 requested but this GPU does not support it: training in fp16"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}, None

@@ -9,7 +9,7 @@ A :class:`~codex_api.common.ModelSource` names exactly one of:
 
 Remote code runs only when the source sets ``trustRemoteCode``. Weights load in fp32 on CPU and
 bf16 on a GPU (fp16 where bf16 is unsupported) unless a dtype is given; ``quantization="4bit"``
-(QLoRA) needs CUDA and bitsandbytes and says so otherwise.
+(QLoRA) needs bitsandbytes and CUDA, or bitsandbytes' CPU backend (0.46 on), and says so otherwise.
 """
 
 from __future__ import annotations
@@ -132,6 +132,16 @@ def resolve_dtype(dtype: Any = None, device: Optional[str] = None):
     return getattr(torch, DTYPES.get(dtype, dtype))
 
 
+def native_bf16(cuda: bool) -> bool:
+    """Whether this process's device computes in bf16 natively: the GPU, or the CPU's AVX512-BF16/AMX
+    (without them, CPU bf16 is emulated and slower than fp32)."""
+    import torch
+
+    if cuda:
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def default_device() -> str:
     import torch
 
@@ -173,7 +183,7 @@ def load_base_model(
     if quantization == "4bit":
         kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"], resolve_dtype(quant_storage, device)
                                                          if quant_storage is not None else None)
-        if quant_storage is None:
+        if quant_storage is None and device.startswith("cuda"):
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     elif quantization != "none":
         raise InvalidSpecError(f"spec.lora.quantization: unknown value {quantization!r}; use none or 4bit")
@@ -191,17 +201,18 @@ def load_base_model(
 def _four_bit_config(compute_dtype: Any, quant_storage: Any = None):
     import torch
 
-    if not torch.cuda.is_available():
-        raise InvalidSpecError(
-            "spec.lora.quantization: 4bit (QLoRA) needs a CUDA GPU and none is visible; "
-            "set resources.gpusPerNode >= 1 or use quantization: none"
-        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise InvalidSpecError(
             "spec.lora.quantization: 4bit needs the bitsandbytes package in the trainer image"
         ) from None
+    if not torch.cuda.is_available() and not cpu_four_bit():
+        raise InvalidSpecError(
+            "spec.lora.quantization: 4bit (QLoRA) needs a CUDA GPU, or a bitsandbytes with a CPU 4-bit "
+            f"backend (this one, {bitsandbytes.__version__}, has none); "
+            "set resources.gpusPerNode >= 1 or use quantization: none"
+        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -211,6 +222,18 @@ def _four_bit_config(compute_dtype: Any, quant_storage: Any = None):
         bnb_4bit_compute_dtype=compute_dtype,
         **({"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}),
     )
+
+
+def cpu_four_bit() -> bool:
+    """Whether bitsandbytes quantizes to NF4 on the CPU (its CPU backend, from 0.46 on)."""
+    import torch
+    from bitsandbytes import functional
+
+    try:
+        functional.quantize_4bit(torch.ones(64, 64), quant_type="nf4")
+    except (RuntimeError, NotImplementedError, AssertionError, TypeError):
+        return False
+    return True
 
 
 def load_adapter_model(

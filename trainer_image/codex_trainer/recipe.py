@@ -119,12 +119,11 @@ class Recipe:
     def _setup_args(self, method: str):
         from trl import DPOConfig, SFTConfig
 
-        flags, note = arguments.precision_flags(self.spec.training.precision, self.cuda,
-                                                self.cuda and torch.cuda.is_bf16_supported())
+        bf16 = modeling.native_bf16(self.cuda)
+        flags, note = arguments.precision_flags(self.spec.training.precision, self.cuda, bf16)
         if note:
             event("prepare", "precision.fallback", requested=self.spec.training.precision, note=note)
-        common = {**arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda,
-                                            self.cuda and torch.cuda.is_bf16_supported()),
+        common = {**arguments.common_kwargs(self.spec, self.env.checkpoint_dir, self.cuda, bf16),
                   **arguments.sharding_kwargs(self.spec.training, self.plan.sharding, self.cuda)}
         if method == "dpo":
             args = DPOConfig(**{**common, **arguments.dpo_kwargs(self.spec)})
