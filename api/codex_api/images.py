@@ -16,7 +16,7 @@ SERVE_IMAGE = f"{REGISTRY}/codex-serve:{VERSION}"
 # locally (codex-serve ships in the trainer image, so the builtin runtime uses it too).
 DEV_TRAINER_IMAGE = "codex-trainer:dev"
 # The vLLM OpenAI-compatible server (runtime: vllm).
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 # The runtime images an install (Helm's runtimes values, manifests/base) sets by name: the
 # published codex-serve image for builtin, and vLLM's. A runtime not named here runs its
 # catalogue default (codex_api.runtimes); an install may name any runtime.

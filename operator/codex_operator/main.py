@@ -48,7 +48,7 @@ def _add_config_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
     p.add_argument("--trainer-image", default=env.get(config.ENV_TRAINER_IMAGE) or config.OperatorConfig.trainer_image,
                    help=f"default trainer image (env {config.ENV_TRAINER_IMAGE})")
     p.add_argument("--runtime-image", action="append", default=[], metavar="RUNTIME=IMAGE",
-                   help="default image of a CodexModel runtime, e.g. vllm=vllm/vllm-openai:v0.11.0 (repeatable; env "
+                   help="default image of a CodexModel runtime, e.g. vllm=vllm/vllm-openai:v0.32.0 (repeatable; env "
                         f"{config.ENV_RUNTIME_IMAGES}, comma-separated)")
     p.add_argument("--sandbox-runtime-class", default=env.get(config.ENV_SANDBOX_RUNTIME_CLASS) or None,
                    metavar="NAME", help="runtimeClassName of the pods that run generated code (gVisor, Kata), "

@@ -67,7 +67,7 @@ def test_image_defaults_are_the_api_packages():
     assert {k: _operator_env(_docs(helm_template()))[k] for k in images_env} == {
         k: _operator_env(kustomize)[k] for k in images_env}
     assert _operator_env(kustomize)["CODEX_RUNTIME_IMAGES"] == (
-        "builtin=ghcr.io/codex-operator/codex-serve:0.1.0,vllm=vllm/vllm-openai:v0.11.0")
+        "builtin=ghcr.io/codex-operator/codex-serve:0.1.0,vllm=vllm/vllm-openai:v0.32.0")
 
 
 def test_any_runtime_can_be_given_an_image():

@@ -41,7 +41,7 @@ def test_every_catalogue_runtime_has_a_builder_and_is_in_the_crd():
 
 
 @pytest.mark.parametrize(("runtime", "image"), [("builtin", "registry.example/codex-trainer:1.0"),
-                                                ("vllm", "vllm/vllm-openai:v0.11.0")], ids=["builtin", "vllm"])
+                                                ("vllm", "vllm/vllm-openai:v0.32.0")], ids=["builtin", "vllm"])
 def test_each_runtime_builds_its_deployment_with_its_default_image(runtime, image):
     body = example("model-hub-vllm.yaml", "CodexModel")
     body["spec"]["runtime"] = runtime

@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 
-from . import build
+from . import build, vllmenv
 from .cluster import DEFAULT_CAPACITY, DEFAULT_RUNNABLE, NETWORK_MODES, LocalCluster, NodeSpec, default_workdir
 
 
@@ -81,6 +81,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(build.build(force=args.force))
     if args.network:
         print(build.build_network())
+    if args.vllm:
+        print(vllmenv.install())
     return 0
 
 
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     build_cmd.add_argument("--force", action="store_true")
     build_cmd.add_argument("--network", action="store_true", help="also the pod network's (CNI plugins, "
                            "CoreDNS, kube-router)")
+    build_cmd.add_argument("--vllm", action="store_true", help="also the vLLM environment that runs the "
+                           "vllm/vllm-openai image on the local node (vLLM's CPU build, about 6 GB)")
     build_cmd.set_defaults(func=cmd_build)
     add("gomod", help="regenerate tools/gomod from versions.py").set_defaults(func=cmd_gomod)
 

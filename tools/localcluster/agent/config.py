@@ -36,6 +36,9 @@ class AgentConfig:
     # The real network's CNI plugins, and images of the cluster's own services (CoreDNS) -> their command.
     cni_bin: str = ""
     image_entrypoints: dict[str, list[str]] = field(default_factory=dict)
+    # Images with their own Python environment (vllm/vllm-openai) -> its bin directory, first on their
+    # containers' PATH (so the image's `python3` is its own); every container's user can reach it.
+    image_bin_dirs: dict[str, str] = field(default_factory=dict)
     # Not sys.executable resolved: the venv's bin dir holds the console scripts.
     bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
 
@@ -56,6 +59,7 @@ class AgentConfig:
             host_env=dict(raw.get("host_env", {})),
             cni_bin=raw.get("cni_bin", ""),
             image_entrypoints={k: list(v) for k, v in raw.get("image_entrypoints", {}).items()},
+            image_bin_dirs=dict(raw.get("image_bin_dirs", {})),
         )
 
     @property
@@ -65,9 +69,10 @@ class AgentConfig:
     def node(self, name: str) -> dict:
         return next(n for n in self.nodes if n["name"] == name)
 
-    @property
-    def container_path(self) -> str:
-        return f"{self.bin_dir}:{SYSTEM_PATH}"
+    def container_path(self, image: str) -> str:
+        """PATH of a container of ``image``: its own environment's bin dir, else the agent's."""
+        prefix = _matches(image, tuple(self.image_bin_dirs))
+        return f"{self.image_bin_dirs[prefix] if prefix else self.bin_dir}:{SYSTEM_PATH}"
 
 
 def _matches(image: str, prefixes: tuple[str, ...]) -> str | None:

@@ -48,7 +48,7 @@ def base_env(config: AgentConfig, hostname: str, home: Path, container: dict, gp
     host, port = ((config.network.apiserver_service_ip, "443") if config.network.real
                   else ("127.0.0.1", str(config.apiserver_port)))
     env = {
-        "PATH": config.container_path, "HOSTNAME": hostname, "HOME": str(home),
+        "PATH": config.container_path(container.get("image", "")), "HOSTNAME": hostname, "HOME": str(home),
         "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
         "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}",
         "KUBERNETES_PORT_443_TCP": f"tcp://{host}:{port}", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
@@ -90,7 +90,8 @@ def build(kube, config: AgentConfig, pod_view: dict, container: dict, volumes: P
 
 def runtime_paths(config: AgentConfig) -> list[str]:
     """Directories every container needs whatever it mounts: the Python, the venv, editable sources."""
-    paths = {os.path.realpath(sys.base_prefix), str(config.bin_dir.parent)}
+    paths = {os.path.realpath(sys.base_prefix), str(config.bin_dir.parent),
+             *(str(Path(d).parent) for d in config.image_bin_dirs.values())}
     for finder in Path(sysconfig.get_paths()["purelib"]).glob("__editable___*_finder.py"):
         # setuptools' editable finder maps each package to its source directory.
         mapping = re.search(r"^MAPPING\s*(?::[^=]*)?=\s*(\{.*?\})\s*$", finder.read_text(), re.M | re.S)
