@@ -126,7 +126,6 @@ MODEL_CASES = [
     ("min-above-max", "spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "spec.autoscaling.minReplicas: minReplicas must not exceed maxReplicas"),
     ("inline-api-key", "spec.server", {"apiKey": "sk-123"}, "spec.server: apiKey: credentials are never given inline"),
     ("no-base-model-for-pvc", "spec.baseModel", DELETE, "spec.baseModel: baseModel is required unless adapter.fromTrainingRun"),
-    ("vllm-embedded", "spec.runtime", "vllm", "spec.runtime: the vllm runtime cannot load an embedded model"),
     ("from-run-name-and-selector", "spec.adapter", {"fromTrainingRun": {"name": "a", "selector": {"x": "y"}}},
      "spec.adapter.fromTrainingRun: exactly one of name or selector must be set"),
     ("selector-bad-value", "spec.adapter", {"fromTrainingRun": {"selector": {"codex.dev/model": "a b"}}},

@@ -125,6 +125,9 @@ class Server(ApiModel):
                                "...) in completions with [SECRET]. Defaults to true.")
     max_concurrency: int = Field(4, description="maxConcurrency is how many generations run at once per pod; more "
                                  "get 429 with Retry-After. Defaults to 4.", ge=1, le=1024)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype the weights load and compute in. auto: the model's own dtype (vllm), fp32 on CPU "
+        "and bf16 on a GPU (builtin). Defaults to auto.")
     merge_adapter: bool = Field(False, description="mergeAdapter merges the LoRA weights into the base at load "
                                 "(builtin runtime) for faster generation. Defaults to false.")
 

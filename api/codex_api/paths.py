@@ -22,6 +22,8 @@ HF_HOME = PurePosixPath("/var/run/codex/hf-home")
 # Models baked into the trainer image (see Dockerfile.trainer `codex-train prepare-embedded`).
 EMBEDDED_MODELS_DIR = PurePosixPath("/opt/codex/models")
 TERMINATION_MESSAGE_PATH = PurePosixPath("/dev/termination-log")
+# An embedded base model for a runtime image that lacks it (vLLM): copied in by an init container.
+BASE_MODEL_DIR = PurePosixPath("/var/run/codex/base-model")
 # The served adapter, fetched by the vLLM init container or mounted from a PVC.
 ADAPTER_DIR = PurePosixPath("/var/run/codex/adapter")
 

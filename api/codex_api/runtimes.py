@@ -53,8 +53,9 @@ class Runtime:
 # The default runtime comes first.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(name="builtin", description="codex-serve, CPU or GPU", default_image=None, loads_embedded=True),
-    Runtime(name="vllm", description="GPU", default_image=images.VLLM_IMAGE, loads_embedded=False,
-            server_settings=frozenset({"maxNewTokens", "maxPromptTokens", "maxConcurrency", "apiKeySecretRef"}),
+    Runtime(name="vllm", description="GPU", default_image=images.VLLM_IMAGE, loads_embedded=True,
+            server_settings=frozenset({"maxNewTokens", "maxPromptTokens", "maxConcurrency", "apiKeySecretRef",
+                                       "dtype"}),
             needs_gpu=True),
 )
 BY_NAME: dict[str, Runtime] = {runtime.name: runtime for runtime in RUNTIMES}

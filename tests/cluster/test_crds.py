@@ -57,8 +57,6 @@ MALFORMED = [
      ["spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas"]),
     ("two-adapter-sources", with_changes(GOOD_MODEL, {"spec.adapter.hub": {"repoId": "org/adapter"}}),
      ["spec.adapter", "exactly one of hub, pvc or fromTrainingRun must be set"]),
-    ("vllm-embedded", with_changes(GOOD_MODEL, {"spec.runtime": "vllm"}),
-     ["spec.runtime", "the vllm runtime cannot load an embedded model"]),
     ("no-base-model", with_changes(GOOD_MODEL, {"spec.baseModel": DELETE}),
      ["spec.baseModel", "baseModel is required unless adapter.fromTrainingRun supplies it"]),
     ("negative-replicas", with_changes(GOOD_MODEL, {"spec.replicas": -1}),

@@ -1,6 +1,7 @@
 """CodexModel paths beyond the builtin happy path: a spec its runtime cannot serve (refused at apply
-with the field named), and the vLLM runtime's Deployment, which the real apiserver must accept
-(vLLM itself cannot run here: no GPU, no vLLM image)."""
+with the field named), and the vLLM runtime's Deployment for a Hub base and adapter, which the real
+apiserver must accept (the Hub is out of reach here, so its fetch never completes; vLLM serving for
+real is test_e2e_vllm.py)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ def test_every_catalogue_runtime_has_a_builder_and_is_in_the_crd():
                                      "Defaults to builtin.")
     rules = crdgen.model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
         "x-kubernetes-validations"]
-    assert [r["message"] for r in rules if r.get("fieldPath") == ".runtime"] == [
-        "the vllm runtime cannot load an embedded model; use hub or pvc"]
+    # Both load an embedded base (vLLM through an init container that copies it from the trainer image).
+    assert [r["message"] for r in rules if r.get("fieldPath") == ".runtime"] == []
 
 
 @pytest.mark.parametrize(("runtime", "image"), [("builtin", "registry.example/codex-trainer:1.0"),
@@ -117,7 +117,6 @@ def test_a_throwaway_runtime_is_one_entry_and_one_module(tmp_path):
     assert seen["description"] == ("runtime is builtin (codex-serve, CPU or GPU), vllm (GPU) or echo-server (a test "
                                    "double). Defaults to builtin.")
     assert seen["rules"] == [
-        "!has(self.runtime) || self.runtime != 'vllm' || !has(self.baseModel) || !has(self.baseModel.embedded)",
         "!has(self.runtime) || self.runtime != 'echo-server' || !has(self.baseModel) || !has(self.baseModel.embedded)"]
     assert seen["refused"] == "spec.runtime: the echo-server runtime cannot load an embedded model; use hub or pvc"
     assert seen["registry"] == ["builtin", "echo-server", "vllm"]

@@ -15,6 +15,7 @@ from codex_api.common import ModelSource
 from codex_api.model import ServedAdapter
 
 from codex_operator.builders.vllm import (
+    COPY_BASE_CONTAINER,
     FETCH_CONTAINER,
     VllmSpecError,
     build_vllm_pod,
@@ -123,7 +124,6 @@ def test_lora_rank_rounds_up_to_a_rank_vllm_accepts(rank, expected):
 
 HUB_ADAPTER = ServedAdapter(source="hub", repo="o/a")
 REFUSALS = {
-    "embedded base": (lambda m: (m, ModelSource(embedded="tiny-llama"), HUB_ADAPTER), "spec.baseModel.embedded"),
     "no adapter location": (lambda m: (m, m.spec.base_model, ServedAdapter(source="trainingRun", training_run="r")),
                             "status.servedAdapter"),
 }
@@ -137,6 +137,39 @@ def test_what_vllm_cannot_serve_is_refused_naming_the_field(case):
         build_vllm_pod(model, base, served, CFG)
     with pytest.raises(VllmSpecError, match="spec.adapter: LoRA rank 1024"):
         vllm_args(hub_model(), hub_model().spec.base_model, HUB_ADAPTER, lora_rank=1024)
+
+
+@pytest.mark.parametrize("dtype,passed", [("auto", None), ("float32", "float32"), ("bfloat16", "bfloat16")])
+def test_server_dtype_reaches_both_runtimes_as_dtype(dtype, passed):
+    from codex_operator.builders.deployment import server_args
+
+    model = hub_model()
+    model = model.model_copy(update={"spec": model.spec.model_copy(update={
+        "server": model.spec.server.model_copy(update={"dtype": dtype})})})
+    for args in (vllm_args(model, model.spec.base_model, HUB_ADAPTER),
+                 server_args(model, model.spec.base_model, HUB_ADAPTER)):
+        assert (args[args.index("--dtype") + 1] if "--dtype" in args else None) == passed
+
+
+def test_an_embedded_base_is_copied_in_from_the_trainer_image_by_an_init_container(tmp_path):
+    """vLLM's image has no embedded models: the trainer image's init container copies one into an
+    emptyDir, and vLLM loads it from there (run here for real, into a temporary directory)."""
+    pod = build_vllm_pod(hub_model(), ModelSource(embedded="tiny-llama"), HUB_ADAPTER, CFG)
+    copy_base, fetch = pod.init_containers
+    assert (copy_base["name"], copy_base["image"], fetch["name"]) == (COPY_BASE_CONTAINER, CFG.trainer_image,
+                                                                      FETCH_CONTAINER)
+    args = pod.container["args"]
+    assert args[args.index("--model") + 1] == str(paths.BASE_MODEL_DIR)
+    mounts = {m["mountPath"]: m for m in pod.container["volumeMounts"]}
+    assert mounts[str(paths.BASE_MODEL_DIR)] == {"name": "base-model", "mountPath": str(paths.BASE_MODEL_DIR),
+                                                 "readOnly": True}
+    assert {"name": "base-model", "emptyDir": {}} in pod.extra_volumes
+    command = [part if part != str(paths.BASE_MODEL_DIR) else str(tmp_path / "base") for part in copy_base["command"]]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "CODEX_MODELS_DIR": str(tmp_path / "models")}
+    result = subprocess.run([sys.executable, "-m", "codex_trainer.cli", *command[1:]], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "base" / "config.json").is_file() and list((tmp_path / "base").glob("*.safetensors"))
 
 
 def _run_fetch(fetch: dict, target: Path, hub_url: str, token: str | None, tmp_path: Path):

@@ -38,9 +38,18 @@ def test_base_model_forms(value, expected):
     assert (config.mask_secrets, config.max_concurrency, config.host) == (True, 4, "0.0.0.0")
 
 
+@pytest.mark.parametrize("argv,dtype", [([], None), (["--dtype", "float32"], "float32"),
+                                        (["--dtype", "auto"], None)], ids=["default", "float32", "auto"])
+def test_dtype_is_the_devices_default_unless_named(argv, dtype):
+    assert load_config(["--base-model", "embedded:tiny-llama", *argv], {}).dtype == dtype
+    assert load_config(["--base-model", "embedded:tiny-llama"], {"CODEX_SERVE_DTYPE": "bfloat16"}).dtype == "bfloat16"
+
+
 @pytest.mark.parametrize("argv", [["--base-model", "embedded:gpt-5"], ["--base-model", "s3://bucket/model"],
-                                  ["--base-model", "hub:"], [], ["--base-model", "/m", "--max-concurrency", "0"]],
-                         ids=["unknown-embedded", "unknown-scheme", "empty-hub", "missing", "zero-concurrency"])
+                                  ["--base-model", "hub:"], [], ["--base-model", "/m", "--max-concurrency", "0"],
+                                  ["--base-model", "/m", "--dtype", "int8"]],
+                         ids=["unknown-embedded", "unknown-scheme", "empty-hub", "missing", "zero-concurrency",
+                              "unknown-dtype"])
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         load_config(argv, {})

@@ -10,6 +10,7 @@ Flags (each falls back to the environment variable shown; flags win):
   --adapter SPEC         CODEX_SERVE_ADAPTER: a peft adapter directory (such as /var/run/codex/adapter)
                          or ``hub:org/name[@revision]``. Unset serves the base model alone.
   --merge-adapter        CODEX_SERVE_MERGE_ADAPTER=true: merge the LoRA weights at load (spec.server.mergeAdapter).
+  --dtype DTYPE          CODEX_SERVE_DTYPE: auto | bfloat16 | float16 | float32 (spec.server.dtype).
   --host HOST            CODEX_SERVE_HOST, default 0.0.0.0; the operator passes $(POD_IP).
   --port PORT            CODEX_SERVE_PORT, default 8000.
   --model-name NAME      CODEX_SERVE_MODEL_NAME, default "codex": the id in /v1/models and the accepted

@@ -62,6 +62,8 @@ class ServeConfig:
     base_model: Union[ModelSource, Path]
     adapter: Union[HubRef, Path, None] = None
     merge_adapter: bool = False
+    # None: the device's default (fp32 on CPU, bf16 on a GPU); else a torch dtype name.
+    dtype: Optional[str] = None
     host: str = "0.0.0.0"
     port: int = 8000
     model_name: str = "codex"
@@ -119,6 +121,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--adapter", default=env("ADAPTER"), help="/path/to/adapter | hub:org/name[@rev]")
     parser.add_argument("--merge-adapter", action="store_true", default=_env_bool(environ, "MERGE_ADAPTER", False),
                         help="merge the LoRA weights into the base at load")
+    parser.add_argument("--dtype", default=env("DTYPE", "auto"), choices=("auto", "bfloat16", "float16", "float32"),
+                        help="dtype of the weights (auto: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--host", default=env("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=env("PORT", 8000))
     parser.add_argument("--model-name", default=env("MODEL_NAME", "codex"), help="id in /v1/models and 'model'")
@@ -152,6 +156,7 @@ def load_config(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[
         base_model=base_model,
         adapter=adapter,
         merge_adapter=args.merge_adapter,
+        dtype=None if args.dtype == "auto" else args.dtype,
         host=args.host,
         port=int(args.port),
         model_name=args.model_name,

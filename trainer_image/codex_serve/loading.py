@@ -29,13 +29,13 @@ def model_loader(config: ServeConfig) -> Loader:
 
         base = base_ref(config.base_model)
         if config.adapter is None:
-            model = modeling.load_base_model(base, token=config.hf_token)
+            model = modeling.load_base_model(base, token=config.hf_token, dtype=config.dtype)
             return model, modeling.load_tokenizer(base, token=config.hf_token, padding_side="left")
         if isinstance(config.adapter, HubRef):
             adapter, revision = config.adapter.repo_id, config.adapter.revision
         else:
             adapter, revision = config.adapter, None
         return modeling.load_adapter_model(base, adapter, revision=revision, token=config.hf_token,
-                                           merge=config.merge_adapter)
+                                           merge=config.merge_adapter, dtype=config.dtype)
 
     return load

@@ -114,10 +114,17 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _prepare_embedded(args: argparse.Namespace) -> int:
-    from .embedded import prepare_all
+    from .embedded import copy_embedded, embedded_model_dir, prepare_all
 
     setup_logging(Redactor())
-    for name, path in prepare_all(args.models_dir).items():
+    models_dir = args.models_dir or TrainerEnv.from_env().models_dir  # --models-dir, else $CODEX_MODELS_DIR
+    if args.model is None:
+        prepared = prepare_all(models_dir)
+    elif args.copy_to is None:
+        prepared = {args.model: embedded_model_dir(args.model, models_dir)}
+    else:
+        prepared = {args.model: copy_embedded(args.model, args.copy_to, models_dir)}
+    for name, path in prepared.items():
         print(json.dumps({"event": "embedded.ready", "model": name, "dir": str(path)}))
     return 0
 
@@ -160,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare-embedded", help="materialise the embedded models (image build time)")
     prepare.add_argument("--models-dir", type=Path, default=None,
                          help="target directory (default: /opt/codex/models if writable, else the user cache)")
+    prepare.add_argument("--model", default=None, help="only this embedded model (default: all)")
+    prepare.add_argument("--copy-to", type=Path, default=None,
+                         help="with --model: copy the model's files into this directory (a serving pod's volume)")
     prepare.set_defaults(func=_prepare_embedded)
     return parser
 

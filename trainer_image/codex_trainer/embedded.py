@@ -109,6 +109,20 @@ def _make_world_readable(directory: Path) -> None:
         entry.chmod(0o755 if entry.is_dir() else 0o644)
 
 
+def copy_embedded(name: str, target: Path, models_dir: Optional[Path] = None) -> Path:
+    """Embedded model ``name`` copied into ``target`` (materialised first where needed): how a serving
+    image without the embedded models (vLLM's) gets one, through an init container and an emptyDir."""
+    source = embedded_model_dir(name, models_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    # Entry by entry: the target is a volume's mount point, whose own mode and times are not ours to set.
+    for entry in source.iterdir():
+        if entry.is_dir():
+            shutil.copytree(entry, target / entry.name, dirs_exist_ok=True, copy_function=shutil.copy)
+        else:
+            shutil.copy(entry, target / entry.name)
+    return target
+
+
 def prepare_all(models_dir: Optional[Path] = None) -> dict[str, Path]:
     """Materialise every embedded model (the trainer image runs this at build time)."""
     return {name: embedded_model_dir(name, models_dir) for name in EMBEDDED_NAMES}

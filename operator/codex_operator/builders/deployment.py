@@ -73,6 +73,8 @@ def server_args(model: CodexModel, base: ModelSource, served_adapter: ServedAdap
         args.append("--no-mask-secrets")
     if server.merge_adapter:
         args.append("--merge-adapter")
+    if server.dtype != "auto":
+        args += ["--dtype", server.dtype]
     return args
 
 

@@ -9,6 +9,9 @@ which already adds the ``hf-home`` and ``tmp`` emptyDirs and the read-only PVC v
   ``"model": "<name>"`` selects it; the bare base answers as ``<name>-base``.
 - A Hub adapter is fetched before vLLM starts by an init container (huggingface_hub, the token from
   the Secret by reference) into an emptyDir at ``paths.ADAPTER_DIR``; a PVC adapter is read in place.
+- An embedded base model (baked into the trainer image, not vLLM's) is copied by an init container
+  of the trainer image (``codex-train prepare-embedded --copy-to``) into an emptyDir at
+  ``paths.BASE_MODEL_DIR``.
 - The API key reaches vLLM as ``VLLM_API_KEY`` from the Secret, never as an argument.
 - Readiness, liveness and startup probes use vLLM's ``/health``.
 - Sampling defaults come from each request (``--generation-config vllm``), as with codex-serve.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from codex_api import CodexModel, paths
+from kubernetes.utils.quantity import parse_quantity
 from codex_api.common import ModelSource, SecretKeyRef
 from codex_api.model import ServedAdapter
 
@@ -36,7 +40,9 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # Rank assumed when the adapter's is not known before it is downloaded.
 DEFAULT_MAX_LORA_RANK = 64
 FETCH_CONTAINER = "fetch-adapter"
+COPY_BASE_CONTAINER = "copy-base-model"
 ADAPTER_VOLUME = "adapter"
+BASE_MODEL_VOLUME = "base-model"
 SHM_VOLUME = "dshm"
 HOME_VOLUME = "home"
 HOME_DIR = str(paths.SCRATCH_DIR)
@@ -78,13 +84,12 @@ def max_lora_rank(rank: Optional[int]) -> int:
 
 
 def base_model_location(base: ModelSource) -> str:
-    """``--model``: a Hub repo id, or the checkpoint directory on the mounted PVC."""
+    """``--model``: a Hub repo id, the checkpoint directory on the mounted PVC, or the embedded model's copy."""
     if base.hub is not None:
         return base.hub
     if base.pvc is not None:
         return str(paths.pvc_dir(base.pvc.claim_name) / base.pvc.path.lstrip("/"))
-    raise VllmSpecError(f"spec.baseModel.embedded: the vllm runtime cannot load the embedded model "
-                        f"{base.embedded!r}; use a hub or pvc base model, or runtime: builtin")
+    return str(paths.BASE_MODEL_DIR)
 
 
 def adapter_location(adapter: ServedAdapter) -> str:
@@ -125,9 +130,19 @@ def vllm_args(model: CodexModel, base: ModelSource, served: ServedAdapter,
         args += ["--revision", base.revision]
     if base.trust_remote_code:
         args.append("--trust-remote-code")
+    if server.dtype != "auto":
+        args += ["--dtype", server.dtype]
     if model.spec.resources.gpus > 1:
         args += ["--tensor-parallel-size", str(model.spec.resources.gpus)]
     return args
+
+
+def cpu_kv_cache_gib(memory: Optional[str]) -> int:
+    """A quarter of the container's memory for the KV cache on vLLM's CPU build (1 GiB at least, and
+    when the spec sets no memory)."""
+    if memory is None:
+        return 1
+    return max(1, int(parse_quantity(memory) / 4 / 2**30))
 
 
 def vllm_env(model: CodexModel, base: ModelSource) -> list[dict[str, Any]]:
@@ -138,6 +153,9 @@ def vllm_env(model: CodexModel, base: ModelSource) -> list[dict[str, Any]]:
         env_value("XDG_CACHE_HOME", f"{HOME_DIR}/.cache"),
         # No usage statistics phoned home from a cluster.
         env_value("VLLM_NO_USAGE_STATS", "1"),
+        # vLLM's CPU build only (a GPU build ignores it): the KV cache in GiB, instead of reserving a
+        # fraction of the whole host's memory whatever the container's limit.
+        env_value("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib(model.spec.resources.memory))),
         env_value("DO_NOT_TRACK", "1"),
         # The base model's token only (a gated or private base); the adapter is fetched before vLLM starts.
         *secret_envs([("VLLM_API_KEY", model.spec.server.api_key_secret_ref),
@@ -150,7 +168,7 @@ def health_probe(period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 5}
 
 
-def vllm_volumes(served: ServedAdapter) -> tuple[list[dict], list[dict]]:
+def vllm_volumes(base: ModelSource, served: ServedAdapter) -> tuple[list[dict], list[dict]]:
     """Volumes beyond deployment.server_volumes, and the vLLM container's mounts of those."""
     volumes = [
         {"name": HOME_VOLUME, "emptyDir": {}},
@@ -161,12 +179,47 @@ def vllm_volumes(served: ServedAdapter) -> tuple[list[dict], list[dict]]:
     if served.claim_name is None:
         volumes.append({"name": ADAPTER_VOLUME, "emptyDir": {}})
         mounts.append({"name": ADAPTER_VOLUME, "mountPath": str(paths.ADAPTER_DIR), "readOnly": True})
+    if base.embedded is not None:
+        volumes.append({"name": BASE_MODEL_VOLUME, "emptyDir": {}})
+        mounts.append({"name": BASE_MODEL_VOLUME, "mountPath": str(paths.BASE_MODEL_DIR), "readOnly": True})
     return sorted(volumes, key=lambda v: v["name"]), sorted(mounts, key=lambda m: m["mountPath"])
 
 
 def _base_mounts(base: ModelSource, served: ServedAdapter) -> list[dict[str, Any]]:
     _, mounts = server_volumes(base, served)
     return mounts
+
+
+def _init_container(name: str, model: CodexModel, cfg: OperatorConfig, command: list[str], env: list[dict],
+                    mounts: list[dict], args: Optional[list[str]] = None) -> dict[str, Any]:
+    """An init container of the trainer image (Python, huggingface_hub, the embedded models) beside vLLM."""
+    resources = model.spec.resources
+    container: dict[str, Any] = {
+        "name": name,
+        "image": cfg.trainer_image,
+        "command": command,
+        **({"args": args} if args else {}),
+        "env": sorted_env(env),
+        # GPUs are the server's; an init container gets the same cpu and memory so the pod keeps its QoS class.
+        "resources": resource_requirements(resources.cpu, resources.memory, 0, resources.gpu_resource_name,
+                                           cfg.server_resources),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": sorted([*mounts, {"name": HOME_VOLUME, "mountPath": HOME_DIR}], key=lambda m: m["mountPath"]),
+    }
+    if cfg.image_pull_policy:
+        container["imagePullPolicy"] = cfg.image_pull_policy
+    return container
+
+
+def build_copy_base_container(model: CodexModel, base: ModelSource, cfg: OperatorConfig) -> Optional[dict[str, Any]]:
+    """The init container that copies an embedded base model into BASE_MODEL_DIR; None for other bases."""
+    if base.embedded is None:
+        return None
+    return _init_container(
+        COPY_BASE_CONTAINER, model, cfg,
+        ["codex-train", "prepare-embedded", "--model", base.embedded, "--copy-to", str(paths.BASE_MODEL_DIR)],
+        [env_value("HOME", HOME_DIR)], [{"name": BASE_MODEL_VOLUME, "mountPath": str(paths.BASE_MODEL_DIR)}])
 
 
 def build_fetch_container(model: CodexModel, base: ModelSource, served: ServedAdapter,
@@ -177,34 +230,18 @@ def build_fetch_container(model: CodexModel, base: ModelSource, served: ServedAd
         return None
     env = [env_value("HF_HOME", str(paths.HF_HOME)), env_value("HOME", HOME_DIR),
            env_value("HF_HUB_DISABLE_TELEMETRY", "1"), *secret_envs([(paths.ENV_HF_TOKEN, hub_token_ref(model, base))])]
-    resources = model.spec.resources
-    container: dict[str, Any] = {
-        "name": FETCH_CONTAINER,
-        "image": cfg.trainer_image,
-        "command": ["python", "-c", FETCH_SCRIPT],
-        "args": [served.repo, served.revision or "main", str(paths.ADAPTER_DIR), *ADAPTER_PATTERNS],
-        "env": sorted_env(env),
-        # GPUs are the server's; the fetch gets the same cpu and memory so the pod keeps its QoS class.
-        "resources": resource_requirements(resources.cpu, resources.memory, 0, resources.gpu_resource_name,
-                                           cfg.server_resources),
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": sorted(
-            [m for m in _base_mounts(base, served) if m["mountPath"] == str(paths.HF_HOME)]
-            + [{"name": ADAPTER_VOLUME, "mountPath": str(paths.ADAPTER_DIR)},
-               {"name": HOME_VOLUME, "mountPath": HOME_DIR}],
-            key=lambda m: m["mountPath"]),
-    }
-    if cfg.image_pull_policy:
-        container["imagePullPolicy"] = cfg.image_pull_policy
-    return container
+    return _init_container(
+        FETCH_CONTAINER, model, cfg, ["python", "-c", FETCH_SCRIPT], env,
+        [*(m for m in _base_mounts(base, served) if m["mountPath"] == str(paths.HF_HOME)),
+         {"name": ADAPTER_VOLUME, "mountPath": str(paths.ADAPTER_DIR)}],
+        [served.repo, served.revision or "main", str(paths.ADAPTER_DIR), *ADAPTER_PATTERNS])
 
 
 def build_vllm_container(model: CodexModel, base: ModelSource, served: ServedAdapter, cfg: OperatorConfig,
                          lora_rank: Optional[int] = None) -> dict[str, Any]:
     """vLLM's OpenAI server, with the adapter registered under the model's name."""
     resources = model.spec.resources
-    _, extra_mounts = vllm_volumes(served)
+    _, extra_mounts = vllm_volumes(base, served)
     container: dict[str, Any] = {
         "name": names.SERVER_CONTAINER,
         "image": serving_image(model, cfg),
@@ -232,12 +269,12 @@ def build_vllm_pod(model: CodexModel, base: ModelSource, served: ServedAdapter, 
     """Everything the vLLM runtime adds to the serving Deployment.
 
     Raises:
-        VllmSpecError: an embedded base model, an adapter with neither repo nor claim, or a rank over 512.
+        VllmSpecError: an adapter with neither repo nor claim, or a rank over 512.
     """
-    fetch = build_fetch_container(model, base, served, cfg)
-    volumes, _ = vllm_volumes(served)
+    init_containers = [build_copy_base_container(model, base, cfg), build_fetch_container(model, base, served, cfg)]
+    volumes, _ = vllm_volumes(base, served)
     return VllmPod(
         container=build_vllm_container(model, base, served, cfg, lora_rank),
-        init_containers=[fetch] if fetch is not None else [],
+        init_containers=[c for c in init_containers if c is not None],
         extra_volumes=volumes,
     )
