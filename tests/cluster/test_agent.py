@@ -269,6 +269,7 @@ def _logs(cluster, namespace: str, pod: str) -> str:
 
 
 def test_unrunnable_image_stays_pending_with_a_reason(cluster, cluster_namespace):
+    # vLLM runs here only at the release of the cached vLLM environment; an older tag is another image.
     ns = cluster_namespace
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vllm"}, "spec": {
         "containers": [{"name": "server", "image": "vllm/vllm-openai:v0.6.3", "args": ["--model", "x"]}]}}

@@ -2,7 +2,7 @@
 CodexModel with ``runtime: vllm`` and ``fromTrainingRun`` goes Available, and vLLM's completion at
 temperature 0 is what transformers + peft generate from the same base and adapter, token for token.
 
-The node agent runs the vllm/vllm-openai image from the cached vLLM CPU environment
+The node agent runs the vllm/vllm-openai image (at the pinned release) from the cached vLLM CPU environment
 (``make vllm-env``); the embedded base model reaches vLLM through the trainer image's init container.
 """
 
@@ -86,7 +86,7 @@ def test_vllm_serves_the_trained_adapter_as_peft_does(cluster, namespace, operat
     assert condition(served, "Available")["status"] == "True"
     pod = get(cluster, "deployment", "smol-server", namespace)["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["copy-base-model"]
-    assert pod["containers"][0]["image"].startswith(vllmenv.IMAGE_REPOSITORY)
+    assert pod["containers"][0]["image"] == vllmenv.IMAGE
 
     url = cluster.service_address(namespace, "smol-server", 8000)
     with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:

